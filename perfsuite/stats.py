@@ -1,0 +1,311 @@
+"""Robust statistics for timing samples: summaries, confidence intervals and significance tests.
+
+Plain data in, plain data out, no torch. Samples are raw timings in seconds (or any other
+non-negative unit; every statistic of a :class:`Summary` is in the unit of its samples) and are kept
+at full precision: nothing is rounded here.
+
+* :class:`Summary` -- median, quartiles, IQR, mean, standard deviation, and a distribution-free
+  confidence interval for the median from order statistics.
+* :func:`speedup` -- ratio of medians with a seeded percentile-bootstrap confidence interval.
+* :func:`mann_whitney_u` / :func:`is_significantly_greater` -- rank test (normal approximation
+  with tie and continuity correction) for "is this slower than that".
+* :func:`relative_change` -- ``(new - old) / old``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "NOISY_REL_IQR",
+    "MannWhitney",
+    "Ratio",
+    "Summary",
+    "is_noisy",
+    "is_significantly_greater",
+    "mann_whitney_u",
+    "median_ci",
+    "relative_change",
+    "speedup",
+]
+
+#: A summary whose IQR is more than this fraction of its median is noisy: callers should warn.
+NOISY_REL_IQR = 0.10
+
+
+def _check_confidence(confidence: float) -> float:
+    confidence = float(confidence)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+    return confidence
+
+
+def _as_samples(samples: Iterable[float], what: str, *, allow_negative: bool = False) -> tuple[float, ...]:
+    """Return ``samples`` as a tuple of floats, or raise ValueError naming ``what`` and the bad value."""
+    values = tuple(float(x) for x in samples)
+    if not values:
+        raise ValueError(f"{what} is empty: at least one sample is needed")
+    for i, x in enumerate(values):
+        if not math.isfinite(x):
+            raise ValueError(f"{what}[{i}] is {x!r}: samples must be finite")
+        if x < 0.0 and not allow_negative:
+            raise ValueError(f"{what}[{i}] is {x!r}: samples must be non-negative (they are durations)")
+    return values
+
+
+def median_ci(sorted_samples: tuple[float, ...], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Distribution-free confidence interval for the median of already sorted samples.
+
+    The interval is ``[x(j), x(n+1-j)]`` (1-based order statistics) with the largest ``j`` whose
+    exact binomial coverage ``1 - 2 * P(B <= j - 1)``, ``B ~ Binomial(n, 1/2)``, is at least
+    ``confidence``. It assumes only independent, identically distributed samples.
+
+    Returns ``(low, high, coverage)``. When ``n`` is too small for any interval to reach
+    ``confidence`` (``n <= 5`` at 95 %), the widest one, ``(min, max)``, is returned with its
+    coverage, which is then below ``confidence``.
+    """
+    confidence = _check_confidence(confidence)
+    n = len(sorted_samples)
+    if n == 0:
+        raise ValueError("sorted_samples is empty: at least one sample is needed")
+    alpha = 1.0 - confidence
+    log_comb_n = math.lgamma(n + 1) - n * math.log(2.0)
+    j = 1  # 1-based rank of the lower bound; j = 1 is (min, max)
+    tail = 0.0  # P(B <= j - 1)
+    cdf = 0.0
+    for i in range(0, (n - 1) // 2 + 1):
+        cdf += math.exp(log_comb_n - math.lgamma(i + 1) - math.lgamma(n - i + 1))
+        if i == 0:
+            tail = cdf
+        if 2.0 * cdf > alpha:
+            break
+        j, tail = i + 1, cdf
+    coverage = max(0.0, 1.0 - 2.0 * tail)
+    return sorted_samples[j - 1], sorted_samples[n - j], coverage
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Robust summary of raw samples; every statistic is in the unit of the samples (seconds).
+
+    ``ci_low``/``ci_high`` bound the median at ``ci_coverage`` (exact, distribution-free, from order
+    statistics). ``ci_reaches_confidence`` is False when there are too few samples for any
+    order-statistic interval to reach ``confidence``: the interval is then ``(min, max)`` and its
+    true coverage ``ci_coverage`` is lower than asked.
+    """
+
+    samples: tuple[float, ...]
+    n: int
+    median: float
+    q1: float
+    q3: float
+    iqr: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+    rel_iqr: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    ci_coverage: float
+    ci_reaches_confidence: bool
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[float], confidence: float = 0.95) -> Summary:
+        """Summarize raw non-negative, finite samples (at least one).
+
+        Quartiles use linear interpolation between order statistics (numpy's default). ``stdev``
+        is the sample standard deviation (``ddof=1``), 0 for a single sample. ``rel_iqr`` is
+        ``iqr / median``; it is 0 when the IQR is 0 and infinite when only the median is 0.
+        """
+        values = _as_samples(samples, "samples")
+        confidence = _check_confidence(confidence)
+        arr = np.asarray(values, dtype=np.float64)
+        q1, median, q3 = (float(q) for q in np.quantile(arr, [0.25, 0.5, 0.75]))
+        iqr = q3 - q1
+        if iqr == 0.0:
+            rel_iqr = 0.0
+        elif median == 0.0:
+            rel_iqr = math.inf
+        else:
+            rel_iqr = iqr / median
+        low, high, coverage = median_ci(tuple(sorted(values)), confidence)
+        return cls(
+            samples=values,
+            n=len(values),
+            median=median,
+            q1=q1,
+            q3=q3,
+            iqr=iqr,
+            mean=float(arr.mean()),
+            stdev=float(arr.std(ddof=1)) if len(values) > 1 else 0.0,
+            min=float(arr.min()),
+            max=float(arr.max()),
+            rel_iqr=rel_iqr,
+            ci_low=low,
+            ci_high=high,
+            confidence=confidence,
+            ci_coverage=coverage,
+            ci_reaches_confidence=coverage >= confidence,
+        )
+
+    @property
+    def is_noisy(self) -> bool:
+        """True when ``rel_iqr`` is above :data:`NOISY_REL_IQR`."""
+        return is_noisy(self)
+
+
+def is_noisy(summary: Summary, threshold: float = NOISY_REL_IQR) -> bool:
+    """True when the summary's IQR is more than ``threshold`` times its median."""
+    return summary.rel_iqr > threshold
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of medians with a percentile-bootstrap confidence interval at ``confidence``."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_boot: int
+    seed: int
+
+
+def speedup(
+    reference_samples: Iterable[float],
+    candidate_samples: Iterable[float],
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Ratio:
+    """Speedup of a candidate over a reference: ``median(reference) / median(candidate)``.
+
+    Above 1 means the candidate is faster. The interval is a percentile bootstrap of the ratio of
+    medians: each of ``n_boot`` rounds resamples both sets *independently* (with replacement, each
+    at its own size), so the design is unpaired even when both have the same length. The result is
+    deterministic for a given ``seed``. Candidate samples must be strictly positive.
+    """
+    reference = _as_samples(reference_samples, "reference_samples")
+    candidate = _as_samples(candidate_samples, "candidate_samples")
+    confidence = _check_confidence(confidence)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot!r}")
+    if min(candidate) <= 0.0:
+        raise ValueError("candidate_samples must be strictly positive: a zero time has no ratio")
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    estimate = float(np.median(ref) / np.median(cand))
+    rng = np.random.default_rng(seed)
+    ref_medians = np.median(ref[rng.integers(0, ref.size, size=(n_boot, ref.size))], axis=1)
+    cand_medians = np.median(cand[rng.integers(0, cand.size, size=(n_boot, cand.size))], axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ref_medians / cand_medians, [tail, 1.0 - tail])
+    return Ratio(
+        estimate=estimate,
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        n_boot=int(n_boot),
+        seed=int(seed),
+    )
+
+
+@dataclass(frozen=True)
+class MannWhitney:
+    """Result of a two-sample Mann-Whitney U test of ``a`` against ``b``.
+
+    ``u`` counts the pairs ``(a_i, b_j)`` with ``a_i > b_j``, ties counting one half; ``u_b`` is
+    ``n_a * n_b - u``. ``prob_greater`` is ``u / (n_a * n_b)``, an estimate of
+    ``P(a > b) + P(a = b) / 2``. ``p_greater`` tests "a is stochastically greater than b",
+    ``p_less`` the opposite, ``p_two_sided`` either. All p-values come from the normal
+    approximation with tie and continuity correction (scipy's ``method="asymptotic"``); they are
+    approximate for very small samples and 1 when every value is tied.
+    """
+
+    u: float
+    u_b: float
+    n_a: int
+    n_b: int
+    prob_greater: float
+    p_two_sided: float
+    p_greater: float
+    p_less: float
+
+
+def _midranks(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """1-based ranks with ties given their average rank, and the tie term ``sum(t**3 - t)``."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(values.size, dtype=np.float64)
+    tie_term = 0.0
+    start = 0
+    while start < values.size:
+        stop = start + 1
+        while stop < values.size and sorted_values[stop] == sorted_values[start]:
+            stop += 1
+        ranks[order[start:stop]] = (start + 1 + stop) / 2.0  # mean of ranks start+1 .. stop
+        t = stop - start
+        tie_term += float(t**3 - t)
+        start = stop
+    return ranks, tie_term
+
+
+def _normal_sf(z: float) -> float:
+    """Survival function of the standard normal distribution, ``P(Z > z)``."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def mann_whitney_u(a: Iterable[float], b: Iterable[float]) -> MannWhitney:
+    """Mann-Whitney U test of ``a`` against ``b`` (finite values, any sign, at least one each)."""
+    xs = _as_samples(a, "a", allow_negative=True)
+    ys = _as_samples(b, "b", allow_negative=True)
+    n_a, n_b = len(xs), len(ys)
+    n = n_a + n_b
+    ranks, tie_term = _midranks(np.asarray(xs + ys, dtype=np.float64))
+    u = float(ranks[:n_a].sum()) - n_a * (n_a + 1) / 2.0
+    u_b = n_a * n_b - u
+    mu = n_a * n_b / 2.0
+    var = n_a * n_b / 12.0 * ((n + 1) - tie_term / (n * (n - 1)))
+    if var <= 0.0:
+        p_greater = p_less = p_two = 1.0
+    else:
+        sigma = math.sqrt(var)
+        p_greater = _normal_sf((u - mu - 0.5) / sigma)
+        p_less = _normal_sf((u_b - mu - 0.5) / sigma)
+        p_two = min(1.0, 2.0 * _normal_sf((max(u, u_b) - mu - 0.5) / sigma))
+    return MannWhitney(
+        u=u,
+        u_b=u_b,
+        n_a=n_a,
+        n_b=n_b,
+        prob_greater=u / (n_a * n_b),
+        p_two_sided=p_two,
+        p_greater=p_greater,
+        p_less=p_less,
+    )
+
+
+def is_significantly_greater(a: Iterable[float], b: Iterable[float], alpha: float = 0.05) -> bool:
+    """True when ``a`` is stochastically greater than ``b`` (one-sided Mann-Whitney, p < ``alpha``).
+
+    With timings, ``is_significantly_greater(new, old)`` asks "is new slower than old beyond noise".
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
+    return mann_whitney_u(a, b).p_greater < alpha
+
+
+def relative_change(old: float, new: float) -> float:
+    """``(new - old) / old``: 0.1 means 10 % more than before. ``old`` must be finite and non-zero."""
+    old, new = float(old), float(new)
+    if not (math.isfinite(old) and math.isfinite(new)):
+        raise ValueError(f"relative_change needs finite values, got old={old!r}, new={new!r}")
+    if old == 0.0:
+        raise ValueError("relative_change: old is 0, so a relative change is undefined")
+    return (new - old) / old
