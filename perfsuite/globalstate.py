@@ -1,0 +1,150 @@
+"""Snapshot and restore of the process-wide torch settings that optimizations touch.
+
+Every technique that flips a global (TF32 precision, the enabled SDPA backends, inductor and dynamo
+config) does so inside a context that restores it, and the suite takes a :class:`GlobalSnapshot`
+before and after each case to prove nothing leaked. Dynamo's compiled-code caches are cleared with
+``torch.compiler.reset()`` after any case that compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["GlobalSnapshot", "LeakedGlobalsError", "preserved_globals", "reset_compiler_state"]
+
+
+class LeakedGlobalsError(AssertionError):
+    """A case changed a process-wide setting and did not put it back."""
+
+
+def _precision_flags() -> dict[str, Any]:
+    return {
+        "torch.backends.fp32_precision": torch.backends.fp32_precision,  # type: ignore[attr-defined]
+        "torch.backends.cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+        "torch.backends.cudnn.fp32_precision": torch.backends.cudnn.fp32_precision,
+        "torch.backends.cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision,  # type: ignore[attr-defined]
+        "torch.backends.cudnn.benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
+def _sdpa_flags() -> dict[str, Any]:
+    cuda = torch.backends.cuda
+    return {
+        "sdpa.flash": cuda.flash_sdp_enabled(),
+        "sdpa.mem_efficient": cuda.mem_efficient_sdp_enabled(),
+        "sdpa.math": cuda.math_sdp_enabled(),
+        "sdpa.cudnn": cuda.cudnn_sdp_enabled(),
+    }
+
+
+def _config_items(module: Any, prefix: str) -> dict[str, Any]:
+    return {f"{prefix}.{key}": value for key, value in module.get_config_copy().items()}
+
+
+def _inductor_config() -> Any:
+    import torch._inductor.config as inductor_config
+
+    return inductor_config
+
+
+def _dynamo_config() -> Any:
+    import torch._dynamo.config as dynamo_config
+
+    return dynamo_config
+
+
+@dataclass(frozen=True)
+class GlobalSnapshot:
+    """The value of every tracked global at one moment."""
+
+    values: dict[str, Any]
+
+    @classmethod
+    def take(cls) -> GlobalSnapshot:
+        values = {**_precision_flags(), **_sdpa_flags()}
+        values.update(_config_items(_inductor_config(), "inductor"))
+        values.update(_config_items(_dynamo_config(), "dynamo"))
+        return cls(values)
+
+    def diff(self, other: GlobalSnapshot) -> dict[str, tuple[Any, Any]]:
+        """``{name: (self_value, other_value)}`` for every global that differs."""
+        keys = self.values.keys() | other.values.keys()
+        missing = object()
+        changed = {}
+        for key in sorted(keys):
+            before, after = self.values.get(key, missing), other.values.get(key, missing)
+            if not _same(before, after):
+                changed[key] = (before, after)
+        return changed
+
+    def restore(self) -> None:
+        """Put every tracked global back to this snapshot's value."""
+        # Only the keys that differ are written back: writing every key would also touch deprecated
+        # ones, which warn on assignment.
+        for prefix, module in (("inductor", _inductor_config()), ("dynamo", _dynamo_config())):
+            current = module.get_config_copy()
+            for key, saved in self.values.items():
+                name = key.removeprefix(prefix + ".")
+                if key.startswith(prefix + ".") and not _same(current.get(name), saved):
+                    setattr(module, name, saved)
+        _set_precision(self.values)
+        torch.backends.cuda.enable_flash_sdp(self.values["sdpa.flash"])
+        torch.backends.cuda.enable_mem_efficient_sdp(self.values["sdpa.mem_efficient"])
+        torch.backends.cuda.enable_math_sdp(self.values["sdpa.math"])
+        torch.backends.cuda.enable_cudnn_sdp(self.values["sdpa.cudnn"])
+
+    def assert_unchanged(self, what: str) -> None:
+        """Raise :class:`LeakedGlobalsError` naming every global that differs from now."""
+        __tracebackhide__ = True
+        changed = self.diff(GlobalSnapshot.take())
+        if changed:
+            lines = "\n".join(f"  {key}: {before!r} -> {after!r}" for key, (before, after) in changed.items())
+            raise LeakedGlobalsError(f"{what} left process-wide settings changed:\n{lines}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):
+        return a is b
+
+
+def _set_precision(values: dict[str, Any]) -> None:
+    # The fp32_precision properties are the current API; the legacy ``allow_tf32`` flags are views of
+    # them, and mixing the two styles raises in recent torch, so only the new names are written.
+    setters: dict[str, Callable[[Any], None]] = {
+        "torch.backends.fp32_precision": lambda v: setattr(torch.backends, "fp32_precision", v),
+        "torch.backends.cuda.matmul.fp32_precision": lambda v: setattr(
+            torch.backends.cuda.matmul, "fp32_precision", v
+        ),
+        "torch.backends.cudnn.fp32_precision": lambda v: setattr(torch.backends.cudnn, "fp32_precision", v),
+        "torch.backends.cudnn.conv.fp32_precision": lambda v: setattr(
+            torch.backends.cudnn.conv,  # type: ignore[attr-defined]
+            "fp32_precision",
+            v,
+        ),
+        "torch.backends.cudnn.benchmark": lambda v: setattr(torch.backends.cudnn, "benchmark", v),
+    }
+    for key, setter in setters.items():
+        if _precision_flags()[key] != values[key]:
+            setter(values[key])
+
+
+@contextmanager
+def preserved_globals() -> Iterator[GlobalSnapshot]:
+    """Restore every tracked global on exit, whatever happened inside."""
+    snapshot = GlobalSnapshot.take()
+    try:
+        yield snapshot
+    finally:
+        snapshot.restore()
+
+
+def reset_compiler_state() -> None:
+    """Drop dynamo's compiled code and guards so the next compile starts cold."""
+    torch.compiler.reset()

@@ -1,0 +1,213 @@
+"""torch.compile: whole-module compilation in each mode, regional compilation, and inductor flags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from perfsuite.optimizations.base import RunTrace, Target, Technique, fail, needs_cuda, needs_package
+
+__all__ = ["INDUCTOR_FLAGS", "INDUCTOR_INT8_FLAGS", "TECHNIQUES", "inductor_flags_for"]
+
+#: The guide's "maximum speed" inductor flags.
+INDUCTOR_FLAGS: dict[str, Any] = {
+    "conv_1x1_as_mm": True,
+    "coordinate_descent_tuning": True,
+    "epilogue_fusion": False,
+    "coordinate_descent_check_all_directions": True,
+}
+#: The guide's extra flags for dynamic int8 quantization, set when the combo also quantizes.
+INDUCTOR_INT8_FLAGS: dict[str, Any] = {"force_fuse_int_mm_with_mul": True, "use_mixed_mm": True}
+
+
+def inductor_flags_for(target: Target) -> dict[str, Any]:
+    """The inductor flags the ``inductor-flags`` technique sets for this combo."""
+    import torch._inductor.config as inductor_config
+
+    flags = dict(INDUCTOR_FLAGS)
+    if "int8-dq" in target.techniques:
+        flags.update(INDUCTOR_INT8_FLAGS)
+    # A flag that a future torch drops must not turn into a silent no-op: patch() raises on it.
+    missing = [k for k in flags if not hasattr(inductor_config, k)]
+    if missing:
+        raise AttributeError(f"torch {torch.__version__} has no inductor config {missing}")
+    return flags
+
+
+def _is_compiled_module(module: torch.nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def _is_compiled_callable(fn: Any) -> bool:
+    return callable(getattr(fn, "_torchdynamo_orig_callable", None))
+
+
+def _compile_kwargs(mode: str | None) -> dict[str, Any]:
+    return {"fullgraph": True} if mode is None else {"mode": mode, "fullgraph": True}
+
+
+def _compile_apply(mode: str | None) -> Callable[[Any, Target], None]:
+    def apply(pipe: Any, target: Target) -> None:
+        # In-place Module.compile keeps the UNet's class, config and attributes that the pipeline
+        # reads; the VAE's decode method is compiled as in the guide.
+        pipe.unet.compile(**_compile_kwargs(mode))
+        pipe.vae.decode = torch.compile(pipe.vae.decode, **_compile_kwargs(mode))
+
+    return apply
+
+
+def _compile_verify(name: str) -> Callable[[Any, Target], list[str]]:
+    def verify(pipe: Any, target: Target) -> list[str]:
+        if not _is_compiled_module(pipe.unet):
+            raise fail(name, "the UNet is not compiled")
+        if not _is_compiled_callable(pipe.vae.decode):
+            raise fail(name, "vae.decode is not compiled")
+        return ["unet compiled in place", "vae.decode compiled"]
+
+    return verify
+
+
+def _graphs_verify(name: str) -> Callable[[RunTrace, Target], list[str]]:
+    def verify(trace: RunTrace, target: Target) -> list[str]:
+        if trace.unique_graphs < 1:
+            raise fail(name, "dynamo captured no graph during warm-up: the model ran eagerly")
+        if trace.graph_breaks:
+            raise fail(name, f"{trace.graph_breaks} graph breaks during warm-up")
+        return [f"dynamo captured {trace.unique_graphs} graphs, no graph break"]
+
+    return verify
+
+
+def _repeated_block_names(pipe: Any) -> list[str]:
+    return list(getattr(pipe.unet, "_repeated_blocks", None) or [])
+
+
+def _regional_requires(target: Target) -> str | None:
+    return None
+
+
+def _regional_apply(pipe: Any, target: Target) -> None:
+    pipe.unet.compile_repeated_blocks(fullgraph=True)
+
+
+def _regional_verify(pipe: Any, target: Target) -> list[str]:
+    names = _repeated_block_names(pipe)
+    blocks = [m for m in pipe.unet.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise fail("regional-compile", f"the UNet has no {names} block")
+    if not all(_is_compiled_module(m) for m in blocks):
+        raise fail("regional-compile", f"not every {names} block is compiled")
+    if _is_compiled_module(pipe.unet):
+        raise fail("regional-compile", "the whole UNet is compiled, not its repeated blocks")
+    return [f"{len(blocks)} {'/'.join(names)} blocks compiled in place"]
+
+
+def compile_regions_blocker(unet: torch.nn.Module) -> str | None:
+    """Why accelerate's ``compile_regions`` cannot run this model, or ``None`` when it can."""
+    return None
+
+
+def _compile_regions_requires(target: Target) -> str | None:
+    return needs_package("accelerate", "accelerate")
+
+
+def _compile_regions_apply(pipe: Any, target: Target) -> None:
+    from accelerate.utils import compile_regions
+
+    blocker = compile_regions_blocker(pipe.unet)
+    if blocker:
+        raise RuntimeError(blocker)
+    pipe.unet = compile_regions(pipe.unet, fullgraph=True)
+
+
+def _compile_regions_verify(pipe: Any, target: Target) -> list[str]:
+    compiled = [m for m in pipe.unet.modules() if isinstance(m, torch._dynamo.eval_frame.OptimizedModule)]
+    if not compiled:
+        raise fail("compile-regions", "no region of the UNet is compiled")
+    return [f"{len(compiled)} regions of the UNet compiled by accelerate"]
+
+
+def _inductor_context(target: Target) -> AbstractContextManager[Any]:
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(inductor_flags_for(target))
+
+
+def _inductor_verify(pipe: Any, target: Target) -> list[str]:
+    import torch._inductor.config as inductor_config
+
+    flags = inductor_flags_for(target)
+    wrong = {k: getattr(inductor_config, k) for k, v in flags.items() if getattr(inductor_config, k) != v}
+    if wrong:
+        raise fail("inductor-flags", f"inductor config differs from the guide's flags: {wrong}")
+    return [f"inductor {', '.join(f'{k}={v}' for k, v in flags.items())}"]
+
+
+def _compile(name: str, mode: str | None, summary: str, gpu_only: bool) -> Technique:
+    return Technique(
+        name=name,
+        group="compile",
+        summary=summary,
+        rank=50,
+        requires=needs_cuda(f"torch.compile mode={mode!r} (CUDA graphs, Triton autotuning)")
+        if gpu_only
+        else (lambda target: None),
+        apply=_compile_apply(mode),
+        verify=_compile_verify(name),
+        verify_trace=_graphs_verify(name),
+        markers=("compile", "gpu") if gpu_only else ("compile",),
+        slow_on_cpu=True,
+    )
+
+
+TECHNIQUES = (
+    _compile("compile", None, "torch.compile(fullgraph=True) of the UNet and vae.decode", gpu_only=False),
+    _compile(
+        "compile-reduce-overhead",
+        "reduce-overhead",
+        "torch.compile mode=reduce-overhead (CUDA graphs) of the UNet and vae.decode",
+        gpu_only=True,
+    ),
+    _compile(
+        "compile-max-autotune",
+        "max-autotune",
+        "torch.compile mode=max-autotune (Triton GEMM autotuning + CUDA graphs)",
+        gpu_only=True,
+    ),
+    Technique(
+        name="regional-compile",
+        group="compile",
+        summary="diffusers compile_repeated_blocks: compile each repeated transformer block once",
+        rank=50,
+        requires=_regional_requires,
+        apply=_regional_apply,
+        verify=_regional_verify,
+        verify_trace=_graphs_verify("regional-compile"),
+        markers=("compile",),
+    ),
+    Technique(
+        name="compile-regions",
+        group="compile",
+        summary="accelerate compile_regions: compile repeated ModuleList blocks, the rest separately",
+        rank=50,
+        requires=_compile_regions_requires,
+        apply=_compile_regions_apply,
+        verify=_compile_regions_verify,
+        verify_trace=_graphs_verify("compile-regions"),
+        markers=("compile",),
+        slow_on_cpu=True,
+    ),
+    Technique(
+        name="inductor-flags",
+        group="inductor",
+        summary="the guide's inductor flags (conv_1x1_as_mm, coordinate descent tuning, no epilogue fusion)",
+        rank=45,
+        context=_inductor_context,
+        verify=_inductor_verify,
+        needs_groups=("compile",),
+        markers=("compile",),
+    ),
+)

@@ -1,0 +1,58 @@
+"""Scheduler: keep the sigmas on the CPU so indexing them in ``step()`` never syncs the device."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from perfsuite.optimizations.base import Target, Technique, fail
+
+__all__ = ["TECHNIQUES"]
+
+
+def _requires(target: Target) -> str | None:
+    if target.device.type == "cpu":
+        return "on a CPU run the sigmas already live on the CPU; the technique only removes host-device syncs"
+    return None
+
+
+def _apply(pipe: Any, target: Target) -> None:
+    scheduler = pipe.scheduler
+    if not hasattr(scheduler, "sigmas"):
+        raise TypeError(f"{type(scheduler).__name__} has no sigmas to keep on the CPU")
+    original = scheduler.set_timesteps
+
+    # functools.wraps keeps the signature visible to diffusers' retrieve_timesteps, which inspects it.
+    @functools.wraps(original)
+    def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        scheduler.sigmas = scheduler.sigmas.to("cpu")
+        return result
+
+    scheduler.set_timesteps = set_timesteps
+
+
+def _verify(pipe: Any, target: Target) -> list[str]:
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(2, device=target.device)
+    sigmas = scheduler.sigmas
+    if not isinstance(sigmas, torch.Tensor) or sigmas.device.type != "cpu":
+        where = sigmas.device if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
+        raise fail("sigmas-cpu", f"after set_timesteps(device={target.device}) the sigmas are on {where}")
+    return [f"{type(scheduler).__name__}.sigmas stay on the CPU after set_timesteps(device={target.device})"]
+
+
+TECHNIQUES = (
+    Technique(
+        name="sigmas-cpu",
+        group="sigmas",
+        summary="scheduler sigmas kept on the CPU (no device sync when step() indexes them)",
+        rank=5,
+        requires=_requires,
+        apply=_apply,
+        verify=_verify,
+        markers=("gpu",),
+    ),
+)
