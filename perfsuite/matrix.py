@@ -1,0 +1,208 @@
+"""Presets -> ordered combos with readable, stable ids; incompatible combos pruned with a reason.
+
+A combo id is its technique tokens joined by ``+`` in the fixed group order of
+:data:`perfsuite.optimizations.GROUPS`, dtype first: ``bf16+sdpa-flash+channels-last+compile``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from perfsuite.optimizations import DTYPES, GROUPS, TECHNIQUES, Target, get_technique
+
+if TYPE_CHECKING:
+    import torch
+
+    from perfsuite.hardware import Capabilities
+
+__all__ = ["PRESETS", "REFERENCE", "Combo", "Plan", "Pruned", "base_dtype", "build_plan", "parse_combo"]
+
+#: The in-run reference every speedup and image is compared with: fp32, eager, no technique.
+REFERENCE = "fp32"
+
+PRESETS: dict[str, str] = {
+    "ladder": "the guide's cumulative path: fp32 -> bf16 -> +SDPA -> +compile -> +fused QKV -> +int8",
+    "single": "each technique alone on the device's base dtype (fp32 on CPU, bf16 on CUDA)",
+    "pairs": "every pair of techniques (a non-base dtype counts as one) on the base dtype",
+    "full": "every combination of one-or-none technique per group (for GPU runners; hours on CPU)",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Combo:
+    """An ordered set of techniques, exactly one of them a dtype."""
+
+    techniques: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return "+".join(self.techniques)
+
+    @property
+    def dtype(self) -> str:
+        return self.techniques[0]
+
+    @property
+    def is_reference(self) -> bool:
+        return self.techniques == (REFERENCE,)
+
+    @property
+    def compiles(self) -> bool:
+        return any(get_technique(t).group == "compile" for t in self.techniques)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _group_rank(name: str) -> int:
+    return GROUPS.index(get_technique(name).group)
+
+
+def make_combo(names: Iterable[str]) -> Combo:
+    """A combo from technique names in any order; raises ValueError on two of one group or no dtype."""
+    names = list(dict.fromkeys(names))
+    for name in names:
+        get_technique(name)
+    by_group: dict[str, list[str]] = {}
+    for name in names:
+        by_group.setdefault(get_technique(name).group, []).append(name)
+    clashes = {g: n for g, n in by_group.items() if len(n) > 1}
+    if clashes:
+        detail = "; ".join(f"{g}: {' and '.join(n)}" for g, n in clashes.items())
+        raise ValueError(f"a combo holds at most one technique per group ({detail})")
+    if "dtype" not in by_group:
+        raise ValueError(f"combo {'+'.join(names)!r} has no dtype; start it with one of {', '.join(DTYPES)}")
+    return Combo(tuple(sorted(names, key=_group_rank)))
+
+
+def parse_combo(combo_id: str) -> Combo:
+    """Parse ``bf16+sdpa-flash`` into a :class:`Combo`, with a clear error for unknown tokens."""
+    tokens = [t.strip() for t in combo_id.split("+") if t.strip()]
+    unknown = [t for t in tokens if t not in TECHNIQUES]
+    if unknown or not tokens:
+        raise ValueError(
+            f"cannot parse combo {combo_id!r}: unknown token(s) {unknown}; known: {', '.join(TECHNIQUES)}"
+        )
+    return make_combo(tokens)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    combo: Combo
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a preset runs on one device and model family, and what it pruned."""
+
+    preset: str
+    cases: tuple[Combo, ...]
+    pruned: tuple[Pruned, ...] = field(default=())
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.cases]
+
+
+def base_dtype(capabilities: Capabilities) -> str:
+    """bf16 where the device runs it fast (CUDA), else fp32 (bf16 is emulated slowly on most CPUs)."""
+    return "bf16" if capabilities.is_cuda and capabilities.supports_bf16 else "fp32"
+
+
+def _target(combo: Combo, device: torch.device, capabilities: Capabilities, family: str) -> Target:
+    return Target(device, capabilities, family, combo.dtype, frozenset(combo.techniques))
+
+
+def prune_reason(combo: Combo, device: torch.device, capabilities: Capabilities, family: str) -> str | None:
+    """Why ``combo`` cannot run here (an unmet requirement or a missing partner), or ``None``."""
+    target = _target(combo, device, capabilities, family)
+    groups = {get_technique(t).group for t in combo.techniques}
+    for name in combo.techniques:
+        technique = get_technique(name)
+        reason = technique.requires(target)
+        if reason:
+            return f"{name}: {reason}"
+        missing = [g for g in technique.needs_groups if g not in groups]
+        if missing:
+            return f"{name} needs a technique of group {missing[0]!r} in the same combo"
+    return None
+
+
+def _ladder(device: torch.device, capabilities: Capabilities, family: str) -> list[list[str]]:
+    """The guide's path. Optional helpers (TF32, channels_last, sigmas on CPU, inductor flags) join a
+    step only where they can run, so a CPU ladder is the same path without the GPU-only extras."""
+
+    def usable(name: str, dtype: str) -> bool:
+        return get_technique(name).requires(Target(device, capabilities, family, dtype)) is None
+
+    compile_extras = [t for t in ("sigmas-cpu", "channels-last", "inductor-flags") if usable(t, "bf16")]
+    steps = [["fp32"], ["fp32", "tf32"], ["bf16"], ["bf16", "sdpa-flash"]]
+    steps.append([*steps[-1], "compile", *compile_extras])
+    steps.append([*steps[-1], "fuse-qkv"])
+    steps.append([*steps[-1], "int8-dq"])
+    return steps
+
+
+def _single(base: str) -> list[list[str]]:
+    steps = [[base]] + [[d] for d in DTYPES if d != base]
+    for name, technique in TECHNIQUES.items():
+        if technique.group == "dtype":
+            continue
+        partner = ["compile"] if "compile" in technique.needs_groups else []
+        steps.append([base, *partner, name])
+    return steps
+
+
+def _pairs(base: str) -> list[list[str]]:
+    features = [[d] for d in DTYPES if d != base] + [[n] for n, t in TECHNIQUES.items() if t.group != "dtype"]
+    steps = []
+    for a, b in itertools.combinations(features, 2):
+        names = a + b
+        if a[0] in DTYPES:
+            steps.append(names)
+        else:
+            steps.append([base, *names])
+    return steps
+
+
+def _full() -> list[list[str]]:
+    options = []
+    for group in GROUPS:
+        members = [n for n, t in TECHNIQUES.items() if t.group == group]
+        options.append(members if group == "dtype" else [None, *members])
+    return [[n for n in choice if n] for choice in itertools.product(*options)]
+
+
+def build_plan(preset: str, device: torch.device, capabilities: Capabilities, family: str) -> Plan:
+    """The ordered, de-duplicated combos of ``preset`` for one device and model family."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    base = base_dtype(capabilities)
+    raw = {
+        "ladder": lambda: _ladder(device, capabilities, family),
+        "single": lambda: _single(base),
+        "pairs": lambda: _pairs(base),
+        "full": _full,
+    }[preset]()
+    cases: list[Combo] = []
+    pruned: list[Pruned] = []
+    seen: set[Combo] = set()
+    for names in raw:
+        try:
+            combo = make_combo(names)
+        except ValueError as exc:
+            pruned.append(Pruned(Combo(tuple(names)), str(exc)))
+            continue
+        if combo in seen:
+            continue
+        seen.add(combo)
+        reason = prune_reason(combo, device, capabilities, family)
+        if reason:
+            pruned.append(Pruned(combo, reason))
+        else:
+            cases.append(combo)
+    return Plan(preset, tuple(cases), tuple(pruned))
