@@ -17,6 +17,7 @@ from perfsuite.optimizations.base import (
     RunTrace,
     Target,
     Technique,
+    Unsupported,
     torch_dtype,
 )
 from perfsuite.optimizations.compilation import INDUCTOR_FLAGS, INDUCTOR_INT8_FLAGS, inductor_flags_for
@@ -32,6 +33,7 @@ __all__ = [
     "RunTrace",
     "Target",
     "Technique",
+    "Unsupported",
     "dynamic_quant_filter",
     "get_technique",
     "inductor_flags_for",

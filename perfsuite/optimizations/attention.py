@@ -114,7 +114,7 @@ def _fuse_verify(pipe: Any, target: Target) -> list[str]:
             if not isinstance(attn.processor, FusedAttnProcessor2_0):
                 raise fail("fuse-qkv", f"{comp_name} attention uses {type(attn.processor).__name__}")
             fused = getattr(attn, "to_kv" if attn.is_cross_attention else "to_qkv", None)
-            if not isinstance(fused, torch.nn.Module):
+            if not (attn.fused_projections and isinstance(fused, torch.nn.Module)):
                 raise fail("fuse-qkv", f"{comp_name} attention has no fused projection layer")
         evidence.append(f"{len(attns)} attention modules of {comp_name} use fused projections")
     return evidence

@@ -19,6 +19,7 @@ __all__ = [
     "RunTrace",
     "Target",
     "Technique",
+    "Unsupported",
     "components",
     "fail",
     "needs_cuda",
@@ -31,6 +32,14 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 class NotActiveError(AssertionError):
     """A technique was applied but the pipeline shows it is not in effect."""
+
+
+class Unsupported(Exception):
+    """The technique cannot run on this particular model; the case is skipped with this reason.
+
+    ``requires`` decides from the device and family before anything is built; ``apply`` raises
+    this when only the built model can tell (for example a forward that breaks a wrapper).
+    """
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
-from perfsuite.optimizations.base import RunTrace, Target, Technique, fail, needs_cuda, needs_package
+from perfsuite.optimizations.base import (
+    RunTrace,
+    Target,
+    Technique,
+    Unsupported,
+    fail,
+    needs_cuda,
+    needs_package,
+)
 
 __all__ = ["INDUCTOR_FLAGS", "INDUCTOR_INT8_FLAGS", "TECHNIQUES", "inductor_flags_for"]
 
@@ -19,8 +29,9 @@ INDUCTOR_FLAGS: dict[str, Any] = {
     "epilogue_fusion": False,
     "coordinate_descent_check_all_directions": True,
 }
-#: The guide's extra flags for dynamic int8 quantization, set when the combo also quantizes.
-INDUCTOR_INT8_FLAGS: dict[str, Any] = {"force_fuse_int_mm_with_mul": True, "use_mixed_mm": True}
+#: The guide's extra flag for dynamic int8 quantization, set when the combo also quantizes (it acts
+#: on CUDA only). The guide's other one, ``use_mixed_mm``, is ignored by torch >= 2.5 and left out.
+INDUCTOR_INT8_FLAGS: dict[str, Any] = {"force_fuse_int_mm_with_mul": True}
 
 
 def inductor_flags_for(target: Target) -> dict[str, Any]:
@@ -105,9 +116,47 @@ def _regional_verify(pipe: Any, target: Target) -> list[str]:
     return [f"{len(blocks)} {'/'.join(names)} blocks compiled in place"]
 
 
-def compile_regions_blocker(unet: torch.nn.Module) -> str | None:
-    """Why accelerate's ``compile_regions`` cannot run this model, or ``None`` when it can."""
-    return None
+def compile_regions_blocker(module: torch.nn.Module) -> str | None:
+    """Why accelerate's ``compile_regions`` breaks this model, or ``None`` when it can run it.
+
+    ``compile_regions`` rebuilds every module that holds repeated blocks and wraps each child without
+    any in ``torch.compile``, an ``OptimizedModule``. In torch >= 2.10 ``OptimizedModule`` defines
+    ``__len__``, which raises for a wrapped module that has no length. A forward that truth-tests
+    such a child (UNet2DConditionModel does ``if self.conv_norm_out:``) then fails with
+    ``TypeError: GroupNorm does not support len()``. This walks the model the way
+    ``compile_regions`` does and reports the first such child.
+    """
+    from accelerate.utils.other import has_repeated_blocks, is_repeated_blocks
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    if "__len__" not in vars(OptimizedModule):
+        return None
+
+    def walk(parent: torch.nn.Module, path: str) -> str | None:
+        if is_repeated_blocks(parent) or not has_repeated_blocks(parent):
+            return None
+        try:
+            source = inspect.getsource(type(parent).forward)
+        except (OSError, TypeError):
+            source = ""
+        for name, child in parent.named_children():
+            wrapped = not (is_repeated_blocks(child) or has_repeated_blocks(child))
+            truth_test = re.compile(
+                rf"\b(?:if|elif|while|not|and|or)\s+self\.{name}\s*(?::|\)|\band\b|\bor\b)"
+            )
+            if wrapped and not hasattr(child, "__len__") and truth_test.search(source):
+                return (
+                    f"accelerate compile_regions wraps {path}{name} ({type(child).__name__}) in an "
+                    f"OptimizedModule whose __len__ raises, and {type(parent).__name__}.forward "
+                    f"truth-tests it (`if self.{name}:`): TypeError {type(child).__name__} does not "
+                    "support len(). diffusers' compile_repeated_blocks (regional-compile) covers this model"
+                )
+            found = walk(child, f"{path}{name}.")
+            if found:
+                return found
+        return None
+
+    return walk(module, "")
 
 
 def _compile_regions_requires(target: Target) -> str | None:
@@ -119,7 +168,7 @@ def _compile_regions_apply(pipe: Any, target: Target) -> None:
 
     blocker = compile_regions_blocker(pipe.unet)
     if blocker:
-        raise RuntimeError(blocker)
+        raise Unsupported(blocker)
     pipe.unet = compile_regions(pipe.unet, fullgraph=True)
 
 
