@@ -1,0 +1,275 @@
+"""Run one combo of one model: apply, verify, warm up, trace, time against the in-run reference.
+
+The reference (fp32, eager, same model, same process) is timed *interleaved* with the candidate,
+alternating which goes first in each round, so drift of a shared, noisy machine cancels out of the
+speedup. While the reference runs, every process-wide setting is put back to what it was before
+the candidate's techniques were switched on, so an SDPA or TF32 restriction never leaks into it.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from perfsuite.catalog import ModelSpec
+from perfsuite.globalstate import GlobalSnapshot, reset_compiler_state
+from perfsuite.matrix import Combo
+from perfsuite.measure import PeakMemory, counting_dynamo, time_call, trace_call
+from perfsuite.optimizations import RunTrace, Target, get_technique
+from perfsuite.stats import Ratio, Summary, speedup
+
+__all__ = ["CaseResult", "Reference", "RoundRunner", "RunSettings", "output_image", "run_case"]
+
+#: ``RoundRunner(candidate, reference, rounds)`` -> (candidate_samples_s, reference_samples_s).
+#: ``candidate`` and ``reference`` each run one timed call and return its seconds.
+RoundRunner = Callable[[Callable[[], float], Callable[[], float], int], tuple[list[float], list[float]]]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    warmup: int = 2
+    rounds: int = 10
+    trace: bool = True
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1:
+            raise ValueError(
+                f"warmup must be at least 1 (the first call is the cold start), got {self.warmup}"
+            )
+        if self.rounds < 3:
+            raise ValueError(f"rounds must be at least 3 for a median and an interval, got {self.rounds}")
+
+
+def output_image(output: Any) -> np.ndarray:
+    """The first image of a pipeline output as float32 HxWxC in [0, 1] (``output_type="np"``)."""
+    images = output.images if hasattr(output, "images") else output[0]
+    image = np.asarray(images[0], dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"expected an HxWxC image, got shape {image.shape}")
+    return image
+
+
+def interleaved_rounds(
+    candidate: Callable[[], float], reference: Callable[[], float], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Time ``rounds`` rounds, the reference first in even rounds and second in odd ones."""
+    cand, ref = [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            ref.append(reference())
+            cand.append(candidate())
+        else:
+            cand.append(candidate())
+            ref.append(reference())
+    return cand, ref
+
+
+@dataclass
+class Reference:
+    """The fp32 eager pipeline of one model, kept for the whole session and timed beside each combo."""
+
+    spec: ModelSpec
+    pipe: Any
+    device: torch.device
+    image: np.ndarray = field(repr=False)
+    baseline: GlobalSnapshot = field(repr=False)
+
+    @classmethod
+    def build(cls, spec: ModelSpec, pipe: Any, device: torch.device, warmup: int) -> Reference:
+        baseline = GlobalSnapshot.take()
+        image = None
+        for _ in range(max(1, warmup)):
+            _, output = time_call(lambda: pipe(**spec.call_arguments()), device)
+            image = output_image(output)
+        assert image is not None
+        return cls(spec, pipe, device, image, baseline)
+
+    def timed_call(self) -> float:
+        """One timed reference call, with the globals as they were when the reference was built."""
+        with self._baseline_globals():
+            seconds, _ = time_call(lambda: self.pipe(**self.spec.call_arguments()), self.device)
+        return seconds
+
+    @contextmanager
+    def _baseline_globals(self) -> Any:
+        current = GlobalSnapshot.take()
+        self.baseline.restore()
+        try:
+            yield
+        finally:
+            current.restore()
+
+
+@dataclass
+class CaseResult:
+    """Everything measured for one model x combo. Times in seconds, memory in bytes."""
+
+    model: str
+    combo: str
+    techniques: tuple[str, ...]
+    device: str
+    latency: Summary
+    reference_latency: Summary
+    speedup: Ratio
+    cold_start_s: float
+    warmup_s: tuple[float, ...]
+    compile_s: float | None
+    peak_mem_bytes: int | None
+    peak_mem_kind: str
+    evidence: tuple[str, ...]
+    unique_graphs: int
+    graph_breaks: int
+    recompiles: int
+    image: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.model}/{self.combo}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (raw samples at full precision; the image stays out)."""
+        return {
+            "model": self.model,
+            "combo": self.combo,
+            "techniques": list(self.techniques),
+            "device": self.device,
+            "latency_samples_s": list(self.latency.samples),
+            "reference_samples_s": list(self.reference_latency.samples),
+            "latency_median_s": self.latency.median,
+            "latency_iqr_s": self.latency.iqr,
+            "latency_ci_s": [self.latency.ci_low, self.latency.ci_high],
+            "speedup": self.speedup.estimate,
+            "speedup_ci": [self.speedup.ci_low, self.speedup.ci_high],
+            "cold_start_s": self.cold_start_s,
+            "warmup_s": list(self.warmup_s),
+            "compile_s": self.compile_s,
+            "peak_mem_bytes": self.peak_mem_bytes,
+            "peak_mem_kind": self.peak_mem_kind,
+            "evidence": list(self.evidence),
+            "unique_graphs": self.unique_graphs,
+            "graph_breaks": self.graph_breaks,
+            "recompiles": self.recompiles,
+        }
+
+
+def _apply_and_verify(pipe: Any, combo: Combo, target: Target, stack: ExitStack) -> list[str]:
+    techniques = sorted((get_technique(n) for n in combo.techniques), key=lambda t: t.rank)
+    for technique in techniques:
+        stack.enter_context(technique.enter(target))
+    for technique in techniques:
+        if technique.apply is not None:
+            technique.apply(pipe, target)
+    evidence: list[str] = []
+    for technique in techniques:
+        evidence.extend(technique.verify(pipe, target))
+    return evidence
+
+
+def _verify_trace(combo: Combo, trace: RunTrace, target: Target) -> list[str]:
+    evidence: list[str] = []
+    for name in combo.techniques:
+        technique = get_technique(name)
+        if technique.verify_trace is not None:
+            evidence.extend(technique.verify_trace(trace, target))
+    return evidence
+
+
+def run_case(
+    spec: ModelSpec,
+    combo: Combo,
+    make_pipe: Callable[[str], Any],
+    reference: Reference,
+    target: Target,
+    settings: RunSettings,
+    rounds_runner: RoundRunner = interleaved_rounds,
+) -> CaseResult:
+    """Measure one combo. Any failure to build, apply, verify or run propagates with its real error."""
+    snapshot = GlobalSnapshot.take()
+    device = target.device
+    pipe = make_pipe(combo.dtype)
+    try:
+        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner)
+    except BaseException:
+        del pipe
+        _release(combo, device)
+        snapshot.restore()
+        raise
+    del pipe
+    _release(combo, device)
+    snapshot.assert_unchanged(f"combo {combo.id}")
+    return result
+
+
+def _release(combo: Combo, device: torch.device) -> None:
+    if combo.compiles:
+        reset_compiler_state()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measure(
+    spec: ModelSpec,
+    combo: Combo,
+    pipe: Any,
+    reference: Reference,
+    target: Target,
+    settings: RunSettings,
+    rounds_runner: RoundRunner,
+) -> CaseResult:
+    device = target.device
+    memory = PeakMemory(device)
+    with ExitStack() as stack:
+        evidence = _apply_and_verify(pipe, combo, target, stack)
+
+        def call() -> Any:
+            return pipe(**spec.call_arguments())
+
+        memory.reset()
+        warmup_s: list[float] = []
+        with counting_dynamo() as compiled:
+            for _ in range(settings.warmup):
+                seconds, _ = time_call(call, device)
+                warmup_s.append(seconds)
+        peak = memory.peak_bytes()
+        if settings.trace:
+            trace = trace_call(call, device, compiled)
+            evidence.extend(_verify_trace(combo, trace, target))
+
+        last: list[Any] = []
+
+        def candidate() -> float:
+            seconds, output = time_call(call, device)
+            last[:] = [output]
+            return seconds
+
+        with counting_dynamo() as steady:
+            cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
+        image = output_image(last[0])
+    latency = Summary.from_samples(cand_s, settings.confidence)
+    return CaseResult(
+        model=spec.name,
+        combo=combo.id,
+        techniques=combo.techniques,
+        device=str(device),
+        latency=latency,
+        reference_latency=Summary.from_samples(ref_s, settings.confidence),
+        speedup=speedup(ref_s, cand_s, settings.confidence),
+        cold_start_s=warmup_s[0],
+        warmup_s=tuple(warmup_s),
+        compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
+        peak_mem_bytes=peak,
+        peak_mem_kind=memory.kind,
+        evidence=tuple(evidence),
+        unique_graphs=compiled["unique_graphs"],
+        graph_breaks=compiled["graph_breaks"],
+        recompiles=compiled["recompiles"] + steady["recompiles"],
+        image=image,
+    )
