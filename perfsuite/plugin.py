@@ -223,6 +223,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: the combo is slow on this device (compile, or bf16/fp16/int8 on CPU)",
     ):
         config.addinivalue_line("markers", line)
+    _check_options(config)
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Reject a CUDA device that is absent and a model that cannot be found, before collection."""
+    device = config.getoption("perf_device", "auto")
+    if device not in ("auto", "cpu"):
+        try:
+            hardware.resolve_device(device)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--perf-device: {exc}") from None
+    from perfsuite.catalog import UnknownModelError, get_model
+
+    for model in config.getoption("perf_model", [DEFAULT_MODEL]):
+        try:
+            get_model(model)
+        except UnknownModelError as exc:
+            raise pytest.UsageError(f"--perf-model: {exc}") from None
 
 
 def _session(config: pytest.Config) -> PerfSession:

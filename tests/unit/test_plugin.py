@@ -1,0 +1,82 @@
+"""The pytest plugin, driven through pytester: option validation and a small end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+SUITE = """
+import numpy as np
+
+def test_combo(perf_case, perf_run):
+    result = perf_run(perf_case)
+    assert np.isfinite(result.image).all()
+"""
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--perf-preset=smoke", "unknown preset 'smoke'; choose one of: ladder, single, pairs, full"),
+        ("--perf-model=tiny-sdx", "unknown model 'tiny-sdx'; choose from tiny-sd, tiny-sdxl, sd15, sdxl"),
+        ("--perf-device=gpu", "invalid device 'gpu': expected 'cpu', 'cuda' or 'cuda:N'"),
+        ("--perf-rounds=1", "must be at least 3"),
+        ("--perf-profile=My Profile", "My Profile"),
+    ],
+)
+def test_bad_option_values_are_rejected_at_parse_time(pytester, option, message):
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(option, "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_cuda_on_a_machine_without_it_is_a_usage_error(pytester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess("--perf-device=cuda", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-device: device 'cuda' was requested but CUDA is not available*"])
+
+
+def test_collection_lists_combos_with_markers_and_pruned_skips(pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(
+        "--perf-device=cpu", "--perf-preset=ladder", "--collect-only", "-q", "-m", "compile"
+    )
+    result.stdout.fnmatch_lines(["*test_combo?tiny-sd/bf16+sdpa-flash+channels-last+compile+inductor-flags?*"])
+    assert "tiny-sd/fp32]" not in result.stdout.str()
+
+
+def test_a_small_run_measures_interleaved_and_prints_the_table(pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(
+        "--perf-device=cpu",
+        "--perf-preset=single",
+        "--perf-rounds=3",
+        "--perf-warmup=1",
+        "-k",
+        "fp32 and (sdpa-math or channels-last or compile-regions or tf32 or fp32])",
+        "-rs",
+        "--benchmark-json=bench.json",
+    )
+    result.assert_outcomes(passed=3, skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*perfsuite results on cpu (profile cpu-*)*",
+            "*fp32+sdpa-math *x ?*",
+            "*SKIPPED*unsupported on tiny-sd: accelerate compile_regions wraps conv_norm_out*",
+            "*SKIPPED*pruned: tf32: TF32 needs an NVIDIA GPU*",
+        ]
+    )
+    import json
+
+    bench = json.loads((pytester.path / "bench.json").read_text())
+    extra = {b["name"]: b["extra_info"] for b in bench["benchmarks"]}
+    info = extra["test_combo[tiny-sd/fp32+sdpa-math]"]
+    assert len(info["latency_samples_s"]) == len(info["reference_samples_s"]) == 3
+    assert any("math" in e for e in info["evidence"])
