@@ -1,0 +1,500 @@
+"""Read and write ``baselines/``: ``policy.toml`` (bounds people choose) and measurements.
+
+``<root>/<profile>/<model>/<combo>.json`` holds one measurement (written by --perf-update-baselines);
+``.png``, ``.obtained.{json,png}`` and ``.diff.png`` with the same stem sit next to it. Ids hold only
+``[A-Za-z0-9._+-]`` and do not start with a dot. The model folder is :func:`model_slug` of the name:
+an id is kept; a hub id ``org/name`` becomes ``org--name`` (one-to-one: the hub forbids ``--``); any
+other name (a local directory) becomes ``local--<basename>--<8 hex of sha256(name)>``. The slug
+depends only on the string; the file keeps the full name. Writes are atomic. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+from perfsuite.hardware import MachineInfo
+
+__all__ = [
+    "BOUND_KEYS",
+    "SCHEMA_VERSION",
+    "Baseline",
+    "BaselineFileError",
+    "Bounds",
+    "Change",
+    "MissingBaselineError",
+    "Policy",
+    "Rule",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "baseline_path",
+    "current_commit",
+    "diff_measurements",
+    "diff_path",
+    "list_baselines",
+    "load_baseline",
+    "load_policy",
+    "model_slug",
+    "obtained_path",
+    "reference_image_path",
+    "write_baseline",
+]
+
+SCHEMA_VERSION = 1
+UPDATE_COMMAND = "pytest tests/perf --perf-update-baselines"
+
+# key -> (low, high, what is accepted). Tolerances are relative: 0.10 allows 10% worse than baseline.
+_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "min_speedup": (0.0, math.inf, "a finite number >= 0 (0 = no floor)"),
+    "min_ssim": (0.0, 1.0, "a number in [0, 1]"),
+    "latency_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
+    "memory_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
+    "speedup_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
+}
+BOUND_KEYS: tuple[str, ...] = tuple(_BOUNDS)
+_BUILTIN_DEFAULTS = {"min_speedup": 0.0}
+_RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
+_DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
+_ID_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+_HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class BaselineFileError(ValueError):
+    """A policy or baseline file that cannot be used; the message names the file and the fix."""
+
+
+class MissingBaselineError(LookupError):
+    """No stored baseline for this profile, model and combo."""
+
+
+# --- ids and paths ---------------------------------------------------------------------------------
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValueError(f"invalid {kind} id {value!r}: use letters, digits and '._+-', no leading '.'")
+    return value
+
+
+def model_slug(model: str) -> str:
+    """Folder name for ``model``: an id as is, ``org/name`` -> ``org--name``, a path -> ``local--...``."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"invalid model name {model!r}: expected a non-empty string")
+    if _ID_RE.fullmatch(model):
+        return model
+    if _HUB_RE.fullmatch(model) and "--" not in model and ".." not in model:
+        return model.replace("/", "--")
+    stripped = model.rstrip("/\\")
+    base = re.sub(r"[^A-Za-z0-9._+-]+", "-", re.split(r"[/\\]", stripped)[-1]).lstrip(".-") or "model"
+    return f"local--{base}--{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
+def _case_file(root: str | Path, profile: str, model: str, combo: str, suffix: str) -> Path:
+    folder = Path(root) / _check_id("profile", profile) / model_slug(model)
+    return folder / f"{_check_id('combo', combo)}{suffix}"
+
+
+def baseline_path(root: str | Path, profile: str, model: str, combo: str) -> Path:
+    """``<root>/<profile>/<model slug>/<combo>.json``."""
+    return _case_file(root, profile, model, combo, ".json")
+
+
+def reference_image_path(root: str | Path, profile: str, model: str, combo: str) -> Path:
+    """``<root>/<profile>/<model slug>/<combo>.png``."""
+    return _case_file(root, profile, model, combo, ".png")
+
+
+def obtained_path(root: str | Path, profile: str, model: str, combo: str, ext: str = "json") -> Path:
+    """``<combo>.obtained.json`` or ``<combo>.obtained.png`` next to the expected file."""
+    if ext not in ("json", "png"):
+        raise ValueError(f"obtained_path ext must be 'json' or 'png', got {ext!r}")
+    return _case_file(root, profile, model, combo, f".obtained.{ext}")
+
+
+def diff_path(root: str | Path, profile: str, model: str, combo: str) -> Path:
+    """``<combo>.diff.png`` next to the reference image."""
+    return _case_file(root, profile, model, combo, ".diff.png")
+
+
+# --- atomic writes ---------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, creating parent folders.
+
+    Writes a temp file in the same folder, flushes and fsyncs it, then ``os.replace``-s it over
+    ``path``. On any exception (KeyboardInterrupt included) the temp file is removed and a previous
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    # Persist the rename itself; some platforms (Windows) cannot open a folder, which is harmless.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --- validation shared by both file kinds ----------------------------------------------------------
+
+
+def _fail(path: Path, problem: str, fix: str) -> NoReturn:
+    raise BaselineFileError(f"{path}: {problem}; {fix}")
+
+
+def _check_schema(path: Path, data: Mapping[str, Any], fix: str) -> None:
+    version = data.get("schema_version")
+    accepted = f"accepted: schema_version = {SCHEMA_VERSION}"
+    if "schema_version" not in data:
+        _fail(path, "missing schema_version", f"{accepted}: {fix}")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        problem = f"schema_version {version} is newer than this perfsuite understands ({SCHEMA_VERSION})"
+        raise BaselineFileError(f"{path}: {problem}: upgrade perfsuite or {fix}")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        _fail(path, f"unknown schema_version {version!r}", f"{accepted}: {fix}")
+
+
+def _check_keys(path: Path, where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        names, accepted = ", ".join(map(repr, unknown)), ", ".join(allowed)
+        _fail(path, f"{where}: unknown key(s) {names}", f"accepted: {accepted}")
+
+
+# --- policy ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Resolved bounds for one model x combo x profile; ``sources[key]`` names where each came from."""
+
+    min_speedup: float
+    min_ssim: float
+    latency_tolerance: float
+    memory_tolerance: float
+    speedup_tolerance: float
+    sources: dict[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``[[rule]]``: fnmatch globs (case-sensitive) and the bounds it sets; ``number`` is 1-based."""
+
+    number: int
+    combo: str
+    profile: str = "*"
+    model: str = "*"
+    values: dict[str, float] = field(default_factory=dict, hash=False)
+    note: str = ""
+
+    def matches(self, model: str, combo: str, profile: str) -> bool:
+        pairs = ((combo, self.combo), (profile, self.profile), (model, self.model))
+        return all(fnmatch.fnmatchcase(name, glob) for name, glob in pairs)
+
+    @property
+    def label(self) -> str:
+        keys = ["combo"] + [key for key in ("profile", "model") if getattr(self, key) != "*"]
+        return f"rule #{self.number} ({', '.join(f'{key}={getattr(self, key)!r}' for key in keys)})"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The bounds people chose: ``[defaults]``, then every matching rule in file order."""
+
+    path: Path
+    defaults: dict[str, float] = field(hash=False)
+    default_sources: dict[str, str] = field(hash=False)
+    rules: tuple[Rule, ...] = ()
+
+    def bounds_for(self, model: str, combo: str, profile: str) -> Bounds:
+        """Bounds for one case. A later matching rule overrides earlier ones for the keys it sets."""
+        values, sources = dict(self.defaults), dict(self.default_sources)
+        for rule in self.rules:
+            if rule.matches(model, combo, profile):
+                values.update(rule.values)
+                sources.update(dict.fromkeys(rule.values, f"{self.path.name} {rule.label}"))
+        return Bounds(**values, sources=sources)
+
+
+def _bound_value(path: Path, where: str, key: str, value: Any) -> float:
+    low, high, accepted = _BOUNDS[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"{where}: {key} = {value!r} is a {type(value).__name__}", f"accepted: {accepted}")
+    if not (math.isfinite(value) and low <= value <= high):
+        _fail(path, f"{where}: {key} = {value!r} is out of range", f"accepted: {accepted}")
+    return float(value)
+
+
+def _parse_rule(path: Path, number: int, raw: Any) -> Rule:
+    where = f"rule #{number}"
+    if not isinstance(raw, dict):
+        _fail(path, f"{where} is not a table", "accepted: [[rule]] tables")
+    _check_keys(path, where, raw, _RULE_KEYS)
+    for key, default in {"combo": None, "profile": "*", "model": "*", "note": ""}.items():
+        value = raw.get(key, default)
+        if not isinstance(value, str) or (key != "note" and not value):
+            problem = f"missing {key!r}" if value is None else f"{key} = {value!r} is not valid"
+            accepted = "a string" if key == "note" else "a non-empty glob such as 'bf16+*' or 'cuda-*'"
+            _fail(path, f"{where}: {problem}", f"accepted: {accepted}")
+    values = {key: _bound_value(path, where, key, raw[key]) for key in BOUND_KEYS if key in raw}
+    if not values:
+        _fail(path, f"{where} sets no bound", f"accepted: any of {', '.join(BOUND_KEYS)}")
+    globs = {key: raw[key] for key in ("profile", "model") if key in raw}
+    return Rule(number, raw["combo"], **globs, values=values, note=raw.get("note", ""))
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        _fail(path, "policy file not found", "create it (perfsuite ships baselines/policy.toml)")
+    except tomllib.TOMLDecodeError as exc:
+        raise BaselineFileError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate ``policy.toml``; raise :class:`BaselineFileError` naming what is wrong."""
+    path = Path(path)
+    data = _parse_toml(path)
+    _check_schema(path, data, "use the keys documented in perfsuite's baselines/policy.toml")
+    _check_keys(path, "top level", data, ("schema_version", "defaults", "rule"))
+    raw = data.get("defaults")
+    if not isinstance(raw, dict):
+        _fail(path, "missing [defaults] table", f"accepted: a [defaults] table with {', '.join(BOUND_KEYS)}")
+    _check_keys(path, "[defaults]", raw, BOUND_KEYS)
+    missing = [key for key in BOUND_KEYS if key not in raw and key not in _BUILTIN_DEFAULTS]
+    if missing:
+        _fail(path, f"[defaults] is missing {', '.join(missing)}", f"accepted: {', '.join(BOUND_KEYS)}")
+    defaults = dict(_BUILTIN_DEFAULTS)
+    sources = dict.fromkeys(defaults, "perfsuite built-in default")
+    for key, value in raw.items():
+        defaults[key] = _bound_value(path, "[defaults]", key, value)
+        sources[key] = f"{path.name} [defaults]"
+    rules = data.get("rule", [])
+    if not isinstance(rules, list):
+        _fail(path, "'rule' is not an array of tables", "accepted: [[rule]] sections")
+    parsed = tuple(_parse_rule(path, number, rule) for number, rule in enumerate(rules, start=1))
+    return Policy(path, defaults, sources, parsed)
+
+
+# --- measurements ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One stored measurement; ``model`` is the full model name, ``path`` the file it came from."""
+
+    profile: str
+    model: str
+    combo: str
+    created: str
+    commit: str | None
+    machine: dict[str, Any] = field(hash=False)
+    measurement: dict[str, Any] = field(hash=False)
+    path: Path
+
+
+def _is_iso_time(created: Any) -> bool:
+    try:
+        datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
+_DOC_TYPES: dict[str, Any] = {"commit": (str, type(None)), "machine": dict, "measurement": dict}
+
+
+def _read(path: Path, profile: str, folder: str, combo: str) -> Baseline:
+    fix = f"regenerate it with `{UPDATE_COMMAND}` (or restore it from git)"
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise MissingBaselineError(
+            f"no baseline at {path} (profile {profile!r}, model folder {folder!r}, combo {combo!r}); "
+            f"create it with `{UPDATE_COMMAND}` plus the same -k / --perf-model / --perf-preset "
+            "selection as this run, on this hardware profile"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # the JSON error names line and column
+        raise BaselineFileError(f"{path}: not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(data, dict):
+        _fail(path, f"holds a JSON {type(data).__name__}, not an object", fix)
+    _check_schema(path, data, f"regenerate with `{UPDATE_COMMAND}`")
+    missing = [key for key in _DOC_KEYS if key not in data]
+    if missing:
+        _fail(path, f"missing key(s) {', '.join(missing)}", fix)
+    _check_keys(path, "top level", data, _DOC_KEYS)
+    for key in _DOC_KEYS[1:]:
+        if not isinstance(data[key], _DOC_TYPES.get(key, str)):
+            _fail(path, f"{key} = {data[key]!r} has the wrong type {type(data[key]).__name__}", fix)
+    if not _is_iso_time(data["created"]):
+        _fail(path, f"created = {data['created']!r} is not an ISO-8601 time", fix)
+    found = {"profile": data["profile"], "model folder": model_slug(data["model"]), "combo": data["combo"]}
+    expected = {"profile": profile, "model folder": folder, "combo": combo}
+    wrong = [f"{k} {v!r} (path says {expected[k]!r})" for k, v in found.items() if v != expected[k]]
+    if wrong:
+        _fail(path, f"the file does not match its path: {'; '.join(wrong)}", f"copied or renamed? {fix}")
+    return Baseline(**{key: data[key] for key in _DOC_KEYS[1:]}, path=path)
+
+
+def load_baseline(root: str | Path, profile: str, model: str, combo: str) -> Baseline:
+    """Load and validate one baseline; :class:`MissingBaselineError` if there is none."""
+    return _read(baseline_path(root, profile, model, combo), profile, model_slug(model), combo)
+
+
+def _json_default(value: Any) -> Any:
+    if callable(getattr(value, "tolist", None)):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def write_baseline(
+    root: str | Path,
+    profile: str,
+    model: str,
+    combo: str,
+    *,
+    measurement: Mapping[str, Any],
+    machine: MachineInfo | Mapping[str, Any],
+    commit: str | None = None,
+    created: str | None = None,
+) -> Path:
+    """Atomically write ``<root>/<profile>/<model slug>/<combo>.json`` and return its path.
+
+    ``created`` defaults to now (UTC, ISO-8601). Floats keep full precision; NaN and infinity are
+    rejected (not JSON). numpy values are converted with ``tolist()``.
+    """
+    path = baseline_path(root, profile, model, combo)
+    created = datetime.now(timezone.utc).isoformat() if created is None else created
+    if not _is_iso_time(created) or not isinstance(commit, str | None):
+        raise ValueError(f"created {created!r} must be an ISO-8601 time, commit {commit!r} a str or None")
+    machine = machine.to_dict() if isinstance(machine, MachineInfo) else dict(machine)
+    values = (SCHEMA_VERSION, profile, model, combo, created, commit, machine, dict(measurement))
+    document = dict(zip(_DOC_KEYS, values, strict=True))
+    try:
+        text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        accepted = "accepted: str keys; str, finite numbers, bool, None, lists and objects"
+        raise BaselineFileError(f"{path}: cannot write the baseline as JSON ({exc}); {accepted}") from exc
+    atomic_write_text(path, text + "\n")
+    return path
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    children = folder.iterdir() if folder.is_dir() else ()
+    return sorted(p for p in children if p.is_dir() and not p.name.startswith("."))
+
+
+def list_baselines(root: str | Path, profile: str | None = None) -> list[Baseline]:
+    """Every baseline under ``root`` (or one profile), sorted by profile, model folder and combo.
+
+    Skips ``policy.toml`` and other top-level files, hidden entries and ``*.obtained.*`` files. A
+    malformed file raises :class:`BaselineFileError`.
+    """
+    root = Path(root)
+    if profile is None:
+        profile_dirs = _subdirs(root)
+    else:
+        folder = root / _check_id("profile", profile)
+        profile_dirs = [folder] if folder.is_dir() else []
+    return [
+        _read(file, profile_dir.name, model_dir.name, file.name[: -len(".json")])
+        for profile_dir in profile_dirs
+        for model_dir in _subdirs(profile_dir)
+        for file in sorted(model_dir.glob("*.json"))
+        if not file.name.startswith(".") and ".obtained." not in file.name
+    ]
+
+
+def current_commit(cwd: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` run in ``cwd``; None when that fails for any reason. Never raises."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha) else None
+
+
+# --- update summary --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """``key`` went from ``old`` to ``new``; None stands for absent (no old baseline, or no such key)."""
+
+    key: str
+    old: Any
+    new: Any
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.old != self.new)
+
+    @property
+    def relative(self) -> float | None:
+        """``(new - old) / old`` when both are numbers and old != 0, else None."""
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (self.old, self.new))
+        return (self.new - self.old) / self.old if numbers and self.old != 0 else None
+
+    def __str__(self) -> str:
+        def show(value: Any) -> str:
+            return "(none)" if value is None else f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+        tail = f" ({self.relative:+.1%})" if self.relative is not None else ""
+        return f"{self.key}: {show(self.old)} -> {show(self.new)}{tail}"
+
+
+def _lookup(data: Mapping[str, Any], key: str) -> Any:
+    value: Any = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def diff_measurements(
+    old: Baseline | None,
+    new_measurement: Mapping[str, Any],
+    keys: tuple[str, ...] = ("latency_median_s", "peak_mem_bytes", "speedup"),
+) -> list[Change]:
+    """old -> new for each of ``keys`` (dotted for nested values) present in either measurement."""
+    before: Mapping[str, Any] = old.measurement if old is not None else {}
+    changes = [Change(key, _lookup(before, key), _lookup(new_measurement, key)) for key in keys]
+    return [change for change in changes if change.old is not None or change.new is not None]
