@@ -103,7 +103,7 @@ def test_int8_dynamic_quant_stores_int8_weights(pipe, spec):
 
 
 def test_dtype_is_verified(pipe):
-    with pytest.raises(NotActiveError, match="expected torch.bfloat16"):
+    with pytest.raises(NotActiveError, match=r"expected torch\.bfloat16"):
         get_technique("bf16").verify(pipe, target(dtype="bf16"))
     pipe.to(dtype=torch.bfloat16)
     assert get_technique("bf16").verify(pipe, target(dtype="bf16"))

@@ -48,7 +48,9 @@ def test_collection_lists_combos_with_markers_and_pruned_skips(pytester):
     result = pytester.runpytest_subprocess(
         "--perf-device=cpu", "--perf-preset=ladder", "--collect-only", "-q", "-m", "compile"
     )
-    result.stdout.fnmatch_lines(["*test_combo?tiny-sd/bf16+sdpa-flash+channels-last+compile+inductor-flags?*"])
+    result.stdout.fnmatch_lines(
+        ["*test_combo?tiny-sd/bf16+sdpa-flash+channels-last+compile+inductor-flags?*"]
+    )
     assert "tiny-sd/fp32]" not in result.stdout.str()
 
 
