@@ -275,13 +275,6 @@ def _session(config: pytest.Config) -> PerfSession:
         model_names=config.getoption("perf_model"),
         settings=settings,
     )
-    from perfsuite.catalog import UnknownModelError
-
-    for model in session.model_names:
-        try:
-            session.spec(model)
-        except UnknownModelError as exc:
-            raise pytest.UsageError(f"--perf-model: {exc}") from None
     config.stash[PERF_SESSION] = session
     return session
 
