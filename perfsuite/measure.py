@@ -46,7 +46,6 @@ def time_call(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
 
 
 _HWM = re.compile(r"^VmHWM:\s+(\d+)\s+kB", re.MULTILINE)
-_RSS = re.compile(r"^VmRSS:\s+(\d+)\s+kB", re.MULTILINE)
 
 
 def _status_kib(pattern: re.Pattern[str]) -> int | None:
@@ -86,11 +85,6 @@ class PeakMemory:
         if self.kind == "cpu-rss-hwm":
             return _status_kib(_HWM)
         return None
-
-    def current_bytes(self) -> int | None:
-        if self.device.type == "cuda":
-            return int(torch.cuda.memory_allocated(self.device))
-        return _status_kib(_RSS)
 
 
 def dynamo_counts() -> Counter[str]:

@@ -96,10 +96,6 @@ def _repeated_block_names(pipe: Any) -> list[str]:
     return list(getattr(pipe.unet, "_repeated_blocks", None) or [])
 
 
-def _regional_requires(target: Target) -> str | None:
-    return None
-
-
 def _regional_apply(pipe: Any, target: Target) -> None:
     pipe.unet.compile_repeated_blocks(fullgraph=True)
 
@@ -231,7 +227,6 @@ TECHNIQUES = (
         group="compile",
         summary="diffusers compile_repeated_blocks: compile each repeated transformer block once",
         rank=50,
-        requires=_regional_requires,
         apply=_regional_apply,
         verify=_regional_verify,
         verify_trace=_graphs_verify("regional-compile"),
