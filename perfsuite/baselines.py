@@ -38,6 +38,7 @@ __all__ = [
     "Policy",
     "Rule",
     "atomic_write_bytes",
+    "atomic_write_many",
     "atomic_write_text",
     "baseline_path",
     "current_commit",
@@ -49,6 +50,7 @@ __all__ = [
     "model_slug",
     "obtained_path",
     "reference_image_path",
+    "render_baseline",
     "write_baseline",
 ]
 
@@ -383,6 +385,33 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def render_baseline(
+    root: str | Path,
+    profile: str,
+    model: str,
+    combo: str,
+    *,
+    measurement: Mapping[str, Any],
+    machine: MachineInfo | Mapping[str, Any],
+    commit: str | None = None,
+    created: str | None = None,
+) -> tuple[Path, str]:
+    """The path and JSON text of one baseline, without writing it (see :func:`write_baseline`)."""
+    path = baseline_path(root, profile, model, combo)
+    created = datetime.now(timezone.utc).isoformat() if created is None else created
+    if not _is_iso_time(created) or not isinstance(commit, str | None):
+        raise ValueError(f"created {created!r} must be an ISO-8601 time, commit {commit!r} a str or None")
+    machine = machine.to_dict() if isinstance(machine, MachineInfo) else dict(machine)
+    values = (SCHEMA_VERSION, profile, model, combo, created, commit, machine, dict(measurement))
+    document = dict(zip(_DOC_KEYS, values, strict=True))
+    try:
+        text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        accepted = "accepted: str keys; str, finite numbers, bool, None, lists and objects"
+        raise BaselineFileError(f"{path}: cannot write the baseline as JSON ({exc}); {accepted}") from exc
+    return path, text + "\n"
+
+
 def write_baseline(
     root: str | Path,
     profile: str,
@@ -399,20 +428,38 @@ def write_baseline(
     ``created`` defaults to now (UTC, ISO-8601). Floats keep full precision; NaN and infinity are
     rejected (not JSON). numpy values are converted with ``tolist()``.
     """
-    path = baseline_path(root, profile, model, combo)
-    created = datetime.now(timezone.utc).isoformat() if created is None else created
-    if not _is_iso_time(created) or not isinstance(commit, str | None):
-        raise ValueError(f"created {created!r} must be an ISO-8601 time, commit {commit!r} a str or None")
-    machine = machine.to_dict() if isinstance(machine, MachineInfo) else dict(machine)
-    values = (SCHEMA_VERSION, profile, model, combo, created, commit, machine, dict(measurement))
-    document = dict(zip(_DOC_KEYS, values, strict=True))
-    try:
-        text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError) as exc:
-        accepted = "accepted: str keys; str, finite numbers, bool, None, lists and objects"
-        raise BaselineFileError(f"{path}: cannot write the baseline as JSON ({exc}); {accepted}") from exc
-    atomic_write_text(path, text + "\n")
+    path, text = render_baseline(
+        root, profile, model, combo, measurement=measurement, machine=machine, commit=commit, created=created
+    )
+    atomic_write_text(path, text)
     return path
+
+
+def atomic_write_many(files: Mapping[Path, bytes]) -> None:
+    """Write several files in two phases: stage every one as a temp file, then rename each into place.
+
+    An error or interrupt while staging (the slow part: data, fsync) removes the temp files and
+    leaves every previous file untouched. The renames that follow are quick, and each one is atomic,
+    so every file is always either wholly old or wholly new.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            staged.append((tmp, path))
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def _subdirs(folder: Path) -> list[Path]:

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,7 +22,10 @@ from perfsuite import hardware
 if TYPE_CHECKING:
     import torch
 
+    from perfsuite.baselines import Bounds, Policy
     from perfsuite.catalog import ModelSpec
+    from perfsuite.gate import Check, Verdict
+    from perfsuite.hardware import MachineInfo
     from perfsuite.matrix import Combo, Plan
     from perfsuite.runner import CaseResult, Reference, RunSettings
 
@@ -131,6 +135,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="hardware profile id to record results under (e.g. cuda-nvidia-h200). Default: detected.",
     )
+    group.addoption(
+        "--perf-baselines-dir",
+        default=None,
+        metavar="DIR",
+        help="folder holding policy.toml and the stored baselines. Default: <rootdir>/baselines.",
+    )
+    group.addoption(
+        "--perf-update-baselines",
+        action="store_true",
+        default=False,
+        help="rewrite the stored baselines of the cases that ran (never policy.toml), once the session "
+        "ends; an interrupted session writes nothing. History checks are skipped; policy checks stay.",
+    )
+    group.addoption(
+        "--perf-strict",
+        action="store_true",
+        default=False,
+        help="fail a case that has no stored baseline for this profile (for CI). "
+        "Default: report it as missing.",
+    )
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,38 @@ class PerfSession:
     references: dict[str, Reference] = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
     results: list[CaseResult] = field(default_factory=list)
+    baselines_dir: Path = Path("baselines")
+    policy: Policy | None = None
+    strict: bool = False
+    update: bool = False
+    machine: MachineInfo | None = None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    #: Outcome of --perf-update-baselines, filled at session finish for the terminal summary.
+    update_report: list[str] = field(default_factory=list)
+
+    def bounds(self, model: str, combo: str) -> Bounds:
+        assert self.policy is not None
+        return self.policy.bounds_for(model, combo, self.profile)
+
+    def judge(self, result: CaseResult) -> Verdict:
+        """Policy and history checks of one result; a malformed baseline file raises its error."""
+        from perfsuite.baselines import MissingBaselineError, baseline_path, load_baseline
+        from perfsuite.gate import judge
+
+        measurement = result.to_dict()
+        bounds = self.bounds(result.model, result.combo)
+        path = baseline_path(self.baselines_dir, self.profile, result.model, result.combo)
+        machine = self.machine.to_dict() if self.machine else None
+        if self.update:
+            return judge(result.model, result.combo, self.profile, measurement, bounds, None)
+        try:
+            baseline = load_baseline(self.baselines_dir, self.profile, result.model, result.combo)
+        except MissingBaselineError as exc:
+            return judge(
+                result.model, result.combo, self.profile, measurement, bounds, None,
+                baseline_file=path, missing_reason=str(exc),
+            )  # fmt: skip
+        return judge(result.model, result.combo, self.profile, measurement, bounds, baseline, machine=machine)
 
     def spec(self, model: str) -> ModelSpec:
         if model not in self.specs:
@@ -267,16 +323,39 @@ def _session(config: pytest.Config) -> PerfSession:
         warmup=config.getoption("perf_warmup") or (3 if cuda else 2),
         rounds=config.getoption("perf_rounds") or (20 if cuda else 10),
     )
+    from perfsuite.baselines import BaselineFileError, load_policy
+
+    baselines_dir = baselines_root(config)
+    try:
+        policy = load_policy(baselines_dir / "policy.toml")
+    except BaselineFileError as exc:
+        raise pytest.UsageError(
+            f"{exc}\n(perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
+        ) from None
+    profile = config.getoption("perf_profile") or hardware.profile_id(device_name)
     session = PerfSession(
         device=device,
         capabilities=hardware.capabilities(device_name),
-        profile=config.getoption("perf_profile") or hardware.profile_id(device_name),
+        profile=profile,
         preset=config.getoption("perf_preset"),
         model_names=config.getoption("perf_model"),
         settings=settings,
+        baselines_dir=baselines_dir,
+        policy=policy,
+        strict=config.getoption("perf_strict"),
+        update=config.getoption("perf_update_baselines"),
+        machine=hardware.collect_machine_info(device_name, profile),
     )
     config.stash[PERF_SESSION] = session
     return session
+
+
+def baselines_root(config: pytest.Config) -> Path:
+    """``--perf-baselines-dir``, relative to the invocation folder, or ``<rootdir>/baselines``."""
+    option = config.getoption("perf_baselines_dir", None)
+    if option:
+        return Path(config.invocation_params.dir, option).resolve()
+    return config.rootpath / "baselines"
 
 
 def _marks(case: PerfCase, session: PerfSession) -> list[pytest.MarkDecorator]:
@@ -317,10 +396,12 @@ def perf_session(request: pytest.FixtureRequest) -> PerfSession:
 @pytest.fixture
 def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureRequest) -> Any:
     """A callable that measures a :class:`PerfCase`, times it through pytest-benchmark, and records it."""
+    from perfsuite.baselines import BaselineFileError
     from perfsuite.optimizations import Target, Unsupported
     from perfsuite.runner import run_case
 
     def run(case: PerfCase) -> CaseResult:
+        suspects.clear()
         spec = perf_session.spec(case.model)
         reference = perf_session.reference(case.model)
         target = Target(
@@ -343,15 +424,56 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
                 target,
                 perf_session.settings,
                 rounds_runner=_benchmark_rounds(benchmark),
+                remeasure=lambda first: _suspect(perf_session, first, suspects),
             )
         except Unsupported as exc:
             pytest.skip(f"unsupported on {case.model}: {exc}")
         perf_session.results.append(result)
         benchmark.extra_info.update(result.to_dict())
         benchmark.extra_info["profile"] = perf_session.profile
+        try:
+            verdict = perf_session.judge(result)
+        except BaselineFileError as exc:
+            pytest.fail(f"{case.id}: the stored baseline cannot be used: {exc}", pytrace=False)
+        if suspects:
+            first = ", ".join(f"{c.field} ({c.kind})" for c in suspects)
+            outcome = "confirmed by" if verdict.timing_failures else "not confirmed by"
+            verdict = verdict.with_notes(f"a first timing pass failed {first}; {outcome} a second pass")
+        perf_session.verdicts[case.id] = verdict
+        benchmark.extra_info["verdict"] = verdict.status
+        command = update_command(request, perf_session, case)
+        if not verdict.passed or (perf_session.strict and verdict.missing):
+            pytest.fail(verdict.message(command, strict=perf_session.strict), pytrace=False)
         return result
 
+    suspects: list[Check] = []
     return run
+
+
+def _suspect(session: PerfSession, first: CaseResult, suspects: list[Check]) -> bool:
+    """True when the first timing pass fails a timing check: then it is measured once more."""
+    from perfsuite.baselines import BaselineFileError
+
+    try:
+        suspects[:] = session.judge(first).timing_failures
+    except BaselineFileError:
+        return False  # the same error is raised, with its message, when the result is judged
+    return bool(suspects)
+
+
+def update_command(request: pytest.FixtureRequest, session: PerfSession, case: PerfCase) -> str:
+    """The command that re-measures this one case and rewrites its stored baseline."""
+    config = request.config
+    parts = ["pytest", f"'{request.node.nodeid}'", "--perf-update-baselines"]
+    if session.model_names != [DEFAULT_MODEL]:
+        parts.append(f"--perf-model={case.model}")
+    if session.preset != DEFAULT_PRESET:
+        parts.append(f"--perf-preset={session.preset}")
+    for option in ("perf_device", "perf_profile", "perf_baselines_dir"):
+        value = config.getoption(option, None)
+        if value not in (None, "auto"):
+            parts.append(f"--{option.replace('_', '-')}={value}")
+    return " ".join(parts)
 
 
 def _benchmark_rounds(benchmark: Any) -> Any:
@@ -387,6 +509,62 @@ def _benchmark_rounds(benchmark: Any) -> Any:
     return rounds_runner
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    perf = session.config.stash.get(PERF_SESSION, None)
+    if perf is None or not perf.update:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        perf.update_report = [
+            "perfsuite: the session was interrupted; no baseline was written (the stored ones are intact)"
+        ]
+        return
+    perf.update_report = write_updates(perf)
+
+
+def write_updates(perf: PerfSession) -> list[str]:
+    """Write the baselines of every case measured this session, all staged before any is replaced.
+
+    Returns the report lines: per case, what changed (old -> new).
+    """
+    from perfsuite.baselines import (
+        BaselineFileError,
+        MissingBaselineError,
+        atomic_write_many,
+        current_commit,
+        diff_measurements,
+        load_baseline,
+        render_baseline,
+    )
+
+    assert perf.machine is not None
+    commit = current_commit(perf.baselines_dir)
+    files: dict[Path, bytes] = {}
+    folder = perf.baselines_dir / perf.profile
+    lines = [f"perfsuite: baselines updated under {folder} (policy.toml untouched)"]
+    for result in perf.results:
+        measurement = result.to_dict()
+        path, text = render_baseline(
+            perf.baselines_dir, perf.profile, result.model, result.combo,
+            measurement=measurement, machine=perf.machine, commit=commit,
+        )  # fmt: skip
+        files[path] = text.encode("utf-8")
+        try:
+            old = load_baseline(perf.baselines_dir, perf.profile, result.model, result.combo)
+        except MissingBaselineError:
+            lines.append(f"  {result.case_id}: new baseline {path}")
+            continue
+        except BaselineFileError as exc:
+            lines.append(f"  {result.case_id}: replaces an unreadable file ({exc})")
+            continue
+        changes = "; ".join(str(c) for c in diff_measurements(old, measurement) if c.changed)
+        lines.append(f"  {result.case_id}: {changes or 'unchanged'}")
+    if not files:
+        return ["perfsuite: --perf-update-baselines: no case was measured, so no baseline was written"]
+    atomic_write_many(files)
+    lines.append(f"  {len(files)} file(s) written; review them with `git diff {perf.baselines_dir}`")
+    return lines
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     cache_dir = config.stash.get(INDUCTOR_CACHE, None)
     if cache_dir is not None:
@@ -399,5 +577,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from perfsuite.report import summary_lines
 
-    for line in summary_lines(session.results, session.plans, session.device, session.profile):
+    lines = summary_lines(session.results, session.plans, session.device, session.profile, session.verdicts)
+    for line in lines:
+        terminalreporter.write_line(line)
+    missing = [v.case_id for v in session.verdicts.values() if v.missing]
+    if missing and not session.update:
+        label = "FAILED (--perf-strict)" if session.strict else "reported, not failed (no --perf-strict)"
+        terminalreporter.write_line(
+            f"perfsuite: {len(missing)} case(s) have no stored baseline for profile {session.profile} "
+            f"under {session.baselines_dir}: {label}. Create them with: pytest tests/perf "
+            "--perf-update-baselines (same selection options as this run)",
+            yellow=True,
+        )
+    for line in session.update_report:
         terminalreporter.write_line(line)

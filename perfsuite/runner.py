@@ -8,6 +8,7 @@ the candidate's techniques were switched on, so an SDPA or TF32 restriction neve
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -128,6 +129,8 @@ class CaseResult:
     graph_breaks: int
     recompiles: int
     image: np.ndarray = field(repr=False, compare=False)
+    #: The first timing pass when the case was re-measured to confirm a suspected regression.
+    first_attempt: dict[str, Any] | None = None
 
     @property
     def case_id(self) -> str:
@@ -156,6 +159,7 @@ class CaseResult:
             "unique_graphs": self.unique_graphs,
             "graph_breaks": self.graph_breaks,
             "recompiles": self.recompiles,
+            "first_attempt": self.first_attempt,
         }
 
 
@@ -189,13 +193,19 @@ def run_case(
     target: Target,
     settings: RunSettings,
     rounds_runner: RoundRunner = interleaved_rounds,
+    remeasure: Callable[[CaseResult], bool] | None = None,
 ) -> CaseResult:
-    """Measure one combo. Any failure to build, apply, verify or run propagates with its real error."""
+    """Measure one combo. Any failure to build, apply, verify or run propagates with its real error.
+
+    When ``remeasure(result)`` is true (a suspected timing regression), the timed rounds run once
+    more on the same warmed-up pipeline, and the second pass is the result; the first is kept in
+    :attr:`CaseResult.first_attempt`.
+    """
     snapshot = GlobalSnapshot.take()
     device = target.device
     pipe = make_pipe(combo.dtype)
     try:
-        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner)
+        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure)
     except BaseException:
         del pipe
         _release(combo, device)
@@ -223,6 +233,7 @@ def _measure(
     target: Target,
     settings: RunSettings,
     rounds_runner: RoundRunner,
+    remeasure: Callable[[CaseResult], bool] | None = None,
 ) -> CaseResult:
     device = target.device
     memory = PeakMemory(device)
@@ -253,23 +264,48 @@ def _measure(
         with counting_dynamo() as steady:
             cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
         image = output_image(last[0])
-    latency = Summary.from_samples(cand_s, settings.confidence)
-    return CaseResult(
-        model=spec.name,
-        combo=combo.id,
-        techniques=combo.techniques,
-        device=str(device),
-        latency=latency,
-        reference_latency=Summary.from_samples(ref_s, settings.confidence),
-        speedup=speedup(ref_s, cand_s, settings.confidence),
-        cold_start_s=warmup_s[0],
-        warmup_s=tuple(warmup_s),
-        compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
-        peak_mem_bytes=peak,
-        peak_mem_kind=memory.kind,
-        evidence=tuple(evidence),
-        unique_graphs=compiled["unique_graphs"],
-        graph_breaks=compiled["graph_breaks"],
-        recompiles=compiled["recompiles"] + steady["recompiles"],
-        image=image,
-    )
+        latency = Summary.from_samples(cand_s, settings.confidence)
+        result = CaseResult(
+            model=spec.name,
+            combo=combo.id,
+            techniques=combo.techniques,
+            device=str(device),
+            latency=latency,
+            reference_latency=Summary.from_samples(ref_s, settings.confidence),
+            speedup=speedup(ref_s, cand_s, settings.confidence),
+            cold_start_s=warmup_s[0],
+            warmup_s=tuple(warmup_s),
+            compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
+            peak_mem_bytes=peak,
+            peak_mem_kind=memory.kind,
+            evidence=tuple(evidence),
+            unique_graphs=compiled["unique_graphs"],
+            graph_breaks=compiled["graph_breaks"],
+            recompiles=compiled["recompiles"] + steady["recompiles"],
+            image=image,
+        )
+        if remeasure is not None and remeasure(result):
+            with counting_dynamo() as again:
+                cand_s, ref_s = interleaved_rounds(candidate, reference.timed_call, settings.rounds)
+            latency = Summary.from_samples(cand_s, settings.confidence)
+            first = {key: value for key, value in result.to_dict().items() if key in _TIMING_KEYS}
+            result = dataclasses.replace(
+                result,
+                latency=latency,
+                reference_latency=Summary.from_samples(ref_s, settings.confidence),
+                speedup=speedup(ref_s, cand_s, settings.confidence),
+                recompiles=result.recompiles + again["recompiles"],
+                image=output_image(last[0]),
+                first_attempt=first,
+            )
+    return result
+
+
+_TIMING_KEYS = (
+    "latency_samples_s",
+    "reference_samples_s",
+    "latency_median_s",
+    "latency_ci_s",
+    "speedup",
+    "speedup_ci",
+)

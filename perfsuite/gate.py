@@ -1,0 +1,393 @@
+"""The verdict on one measured case: policy checks (bounds people chose) and history checks
+(the stored baseline of this hardware profile), each naming its numbers and where its bound came from.
+
+Plain data in, plain data out: a measurement is the dict of :meth:`perfsuite.runner.CaseResult.to_dict`
+(or the ``measurement`` of a stored baseline, or one entry of a results file), so the pytest plugin
+and ``perfsuite compare`` reach the same verdict on the same numbers. No torch here.
+
+Rules, per field:
+
+* **speedup (policy)** fails only when the whole confidence interval of the speedup over the in-run
+  fp32 eager reference lies below ``min_speedup``.
+* **latency (history)** fails only when the median got slower than the baseline's by more than
+  ``latency_tolerance`` AND a one-sided Mann-Whitney test on the raw samples says slower at
+  :data:`ALPHA`. Absolute times are compared only when the machine matches the baseline's
+  (:func:`machine_fingerprint`); on other hardware of the same profile the check says so and the
+  speedup (a same-run ratio) carries the history.
+* **peak memory (history)** fails when the peak grew by more than ``memory_tolerance``. It is one
+  number per run (allocator high-water mark), so there is no test of significance.
+* **speedup (history)** fails when the speedup fell by more than ``speedup_tolerance`` AND the
+  baseline's speedup lies above the whole new interval.
+
+Timing checks (latency and speedup) are re-measured once by the plugin before a failure stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfsuite.baselines import Baseline, Bounds
+from perfsuite.stats import mann_whitney_u
+
+__all__ = [
+    "ALPHA",
+    "FAIL",
+    "MISSING",
+    "NOT_COMPARED",
+    "PASS",
+    "Check",
+    "Verdict",
+    "check_history",
+    "check_policy",
+    "judge",
+    "machine_fingerprint",
+    "missing_baseline",
+]
+
+#: Significance level of the one-sided Mann-Whitney test behind every latency history failure.
+ALPHA = 0.01
+
+PASS, FAIL, MISSING, NOT_COMPARED = "pass", "fail", "missing", "not compared"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f} s" if value >= 1 else f"{value * 1e3:.1f} ms"
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of one field. ``source`` names where the bound came from; ``detail`` says why."""
+
+    field: str
+    kind: str  # "policy" or "history"
+    status: str  # PASS, FAIL, MISSING or NOT_COMPARED
+    obtained: str
+    expected: str
+    bound: str
+    source: str
+    detail: str = ""
+    timing: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        """Rebuild from :meth:`to_dict`; a missing or unknown key raises ValueError naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = set(data) - names, {n for n in names if n not in data} - {"detail", "timing"}
+        if unknown or missing:
+            raise ValueError(
+                f"not a check: unknown key(s) {sorted(unknown)}, missing key(s) {sorted(missing)}"
+            )
+        return cls(**data)
+
+    def line(self) -> str:
+        """One line for a table or a log: ``speedup (policy) pass: 1.02x [...] vs >= 1.00x``."""
+        text = f"{self.field} ({self.kind}) {self.status}: {self.obtained}"
+        if self.bound:
+            text += f"; bound {self.bound}"
+        return text + (f"; {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every check of one case (``model/combo`` on ``profile``)."""
+
+    model: str
+    combo: str
+    profile: str
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.model}/{self.combo}"
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status == FAIL)
+
+    @property
+    def missing(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status == MISSING)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def timing_failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.failures if c.timing)
+
+    @property
+    def status(self) -> str:
+        if self.failures:
+            return FAIL
+        if self.missing:
+            return MISSING
+        return PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``status``, every check, and the notes."""
+        return {
+            "model": self.model,
+            "combo": self.combo,
+            "profile": self.profile,
+            "status": self.status,
+            "checks": [check.to_dict() for check in self.checks],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        """Rebuild from :meth:`to_dict` (``status`` is derived, so it is ignored)."""
+        try:
+            checks = tuple(Check.from_dict(c) for c in data["checks"])
+            return cls(data["model"], data["combo"], data["profile"], checks, tuple(data.get("notes", ())))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a verdict: {exc!r}") from None
+
+    def with_notes(self, *notes: str) -> Verdict:
+        return Verdict(self.model, self.combo, self.profile, self.checks, (*self.notes, *notes))
+
+    def message(self, update_command: str, *, strict: bool = False) -> str:
+        """The full failure text: one block per failed (or, under ``strict``, missing) check."""
+        bad = [*self.failures, *(self.missing if strict else ())]
+        lines = [f"{self.case_id} on profile {self.profile}: {len(bad)} check(s) failed"]
+        for check in bad:
+            lines.append(f"  {check.field} ({check.kind}): {check.status.upper()}")
+            lines.append(f"    obtained: {check.obtained}")
+            if check.expected:
+                lines.append(f"    expected: {check.expected}")
+            if check.bound:
+                lines.append(f"    bound:    {check.bound}")
+            lines.append(f"    source:   {check.source}")
+            if check.detail:
+                lines.append(f"    why:      {check.detail}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        lines.append(
+            "  if the change is intended, record it (the diff of baselines/ goes into the pull request): "
+            f"{update_command}"
+        )
+        if any(c.kind == "policy" for c in bad):
+            lines.append("  a policy bound is changed only by editing baselines/policy.toml, in review")
+        return "\n".join(lines)
+
+
+# --- machine identity --------------------------------------------------------------------------------
+
+
+def machine_fingerprint(machine: Mapping[str, Any]) -> str:
+    """What must match for absolute times to be comparable: the GPU, or the CPU model, cores and ISA.
+
+    Takes :meth:`perfsuite.hardware.MachineInfo.to_dict` output (a baseline's ``machine``).
+    """
+    gpu = machine.get("gpu_name")
+    if gpu:
+        return f"gpu {gpu} (capability {machine.get('gpu_capability')})"
+    flags = machine.get("cpu_flags") or {}
+    isa = "+".join(sorted(name for name, present in flags.items() if present)) or "unknown ISA"
+    return f"cpu {machine.get('cpu_model') or 'unknown model'}, {machine.get('cpu_cores')} cores, {isa}"
+
+
+# --- the checks --------------------------------------------------------------------------------------
+
+
+def _number(measurement: Mapping[str, Any], key: str) -> float | None:
+    value = measurement.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _interval(measurement: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    value = measurement.get(key)
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _samples(measurement: Mapping[str, Any], key: str) -> list[float]:
+    value = measurement.get(key)
+    if not isinstance(value, Sequence):
+        return []
+    return [float(v) for v in value if isinstance(v, int | float) and math.isfinite(v)]
+
+
+def _speedup_text(measurement: Mapping[str, Any]) -> str:
+    estimate = _number(measurement, "speedup")
+    if estimate is None:
+        return "(none)"
+    ci = _interval(measurement, "speedup_ci")
+    return _times(estimate) + (f" [95% CI {ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _latency_text(measurement: Mapping[str, Any]) -> str:
+    median = _number(measurement, "latency_median_s")
+    if median is None:
+        return "(none)"
+    ci = _interval(measurement, "latency_ci_s")
+    n = len(_samples(measurement, "latency_samples_s"))
+    ci_text = f", CI [{_seconds(ci[0])}, {_seconds(ci[1])}]" if ci else ""
+    return f"{_seconds(median)} median{ci_text} ({n} samples)"
+
+
+def check_policy(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """The policy's speed floor, judged on the speedup's confidence interval."""
+    floor = bounds.min_speedup
+    obtained = _speedup_text(measurement)
+    source = f"min_speedup from {bounds.sources.get('min_speedup', 'policy')}"
+    estimate = _number(measurement, "speedup")
+    ci = _interval(measurement, "speedup_ci")
+    if floor <= 0.0:
+        return [Check("speedup", "policy", PASS, obtained, "", "none (min_speedup = 0)", source, timing=True)]
+    if estimate is None:
+        detail = "the measurement holds no speedup"
+        return [Check("speedup", "policy", FAIL, obtained, "", f">= {_times(floor)}", source, detail, True)]
+    high = ci[1] if ci else estimate
+    if high < floor:
+        detail = f"the whole interval lies below the floor (upper end {high:.2f} < {floor:.2f})"
+        return [Check("speedup", "policy", FAIL, obtained, "", f">= {_times(floor)}", source, detail, True)]
+    detail = "" if estimate >= floor else "the point estimate is below the floor but the interval reaches it"
+    return [Check("speedup", "policy", PASS, obtained, "", f">= {_times(floor)}", source, detail, True)]
+
+
+def _baseline_label(baseline: Baseline) -> str:
+    commit = f", commit {baseline.commit[:10]}" if baseline.commit else ""
+    return f"{baseline.path} ({baseline.created[:10]}{commit})"
+
+
+def _latency_history(
+    measurement: Mapping[str, Any],
+    baseline: Baseline,
+    bounds: Bounds,
+    machine: Mapping[str, Any] | None,
+) -> Check:
+    old = baseline.measurement
+    tolerance = bounds.latency_tolerance
+    source = f"{_baseline_label(baseline)}; latency_tolerance from {bounds.sources['latency_tolerance']}"
+    obtained, expected = _latency_text(measurement), _latency_text(old)
+    new_median, old_median = _number(measurement, "latency_median_s"), _number(old, "latency_median_s")
+    new_samples, old_samples = _samples(measurement, "latency_samples_s"), _samples(old, "latency_samples_s")
+    if None in (new_median, old_median) or not new_samples or not old_samples or not old_median:
+        return Check("latency", "history", NOT_COMPARED, obtained, expected, "", source,
+                     "the baseline or the measurement holds no latency samples", True)  # fmt: skip
+    assert new_median is not None
+    limit = _seconds(old_median * (1 + tolerance))
+    bound = f"at most {limit} (+{tolerance:.0%}), unless not significantly slower"
+    if machine is not None:
+        here, there = machine_fingerprint(machine), machine_fingerprint(baseline.machine)
+        if here != there:
+            detail = (
+                f"absolute times are not compared across machines (baseline: {there}; this run: {here}); "
+                "the speedup history check still applies"
+            )
+            return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
+    change = new_median / old_median - 1.0
+    p_value = mann_whitney_u(new_samples, old_samples).p_greater
+    significant = p_value < ALPHA
+    detail = f"{change:+.1%} vs baseline, Mann-Whitney p = {p_value:.2g} (slower if p < {ALPHA})"
+    status = FAIL if change > tolerance and significant else PASS
+    return Check("latency", "history", status, obtained, expected, bound, source, detail, True)
+
+
+def _memory_history(measurement: Mapping[str, Any], baseline: Baseline, bounds: Bounds) -> Check:
+    old = baseline.measurement
+    tolerance = bounds.memory_tolerance
+    source = f"{_baseline_label(baseline)}; memory_tolerance from {bounds.sources['memory_tolerance']}"
+    new, before = _number(measurement, "peak_mem_bytes"), _number(old, "peak_mem_bytes")
+    kind_new, kind_old = measurement.get("peak_mem_kind"), old.get("peak_mem_kind")
+    obtained = "(none)" if new is None else f"{_mib(new)} ({kind_new})"
+    expected = "(none)" if before is None else f"{_mib(before)} ({kind_old})"
+    if new is None or not before or kind_new != kind_old:
+        detail = (
+            "no peak memory on one side, or peaks of different kinds"
+            if kind_new == kind_old
+            else (f"peaks of different kinds ({kind_old} vs {kind_new}) are not comparable")
+        )
+        return Check("peak memory", "history", NOT_COMPARED, obtained, expected, "", source, detail)
+    change = new / before - 1.0
+    bound = f"at most {_mib(before * (1 + tolerance))} (+{tolerance:.0%})"
+    status = FAIL if change > tolerance else PASS
+    return Check("peak memory", "history", status, obtained, expected, bound, source, f"{change:+.1%}")
+
+
+def _speedup_history(measurement: Mapping[str, Any], baseline: Baseline, bounds: Bounds) -> Check:
+    old = baseline.measurement
+    tolerance = bounds.speedup_tolerance
+    source = f"{_baseline_label(baseline)}; speedup_tolerance from {bounds.sources['speedup_tolerance']}"
+    obtained, expected = _speedup_text(measurement), _speedup_text(old)
+    new, before = _number(measurement, "speedup"), _number(old, "speedup")
+    if new is None or not before:
+        return Check("speedup", "history", NOT_COMPARED, obtained, expected, "", source,
+                     "no speedup on one side", True)  # fmt: skip
+    ci = _interval(measurement, "speedup_ci")
+    high = ci[1] if ci else new
+    change = new / before - 1.0
+    floor = _times(before * (1 - tolerance))
+    bound = f"at least {floor} (-{tolerance:.0%}), unless the interval reaches the baseline's"
+    status = FAIL if change < -tolerance and high < before else PASS
+    detail = f"{change:+.1%} vs baseline; interval upper end {high:.2f} vs baseline {before:.2f}"
+    return Check("speedup", "history", status, obtained, expected, bound, source, detail, True)
+
+
+def check_history(
+    measurement: Mapping[str, Any],
+    baseline: Baseline,
+    bounds: Bounds,
+    machine: Mapping[str, Any] | None = None,
+) -> list[Check]:
+    """Latency, peak memory and speedup against one stored baseline.
+
+    ``machine`` describes where ``measurement`` was taken (a ``MachineInfo.to_dict()``); when it is
+    given and differs from the baseline's, absolute latency is reported as not compared.
+    """
+    return [
+        _latency_history(measurement, baseline, bounds, machine),
+        _memory_history(measurement, baseline, bounds),
+        _speedup_history(measurement, baseline, bounds),
+    ]
+
+
+def missing_baseline(path: Path, reason: str) -> Check:
+    """The history check when there is no usable baseline: names the file and how to create it."""
+    return Check("baseline", "history", MISSING, "(no history check ran)", "", "", str(path), reason)
+
+
+def judge(
+    model: str,
+    combo: str,
+    profile: str,
+    measurement: Mapping[str, Any],
+    bounds: Bounds,
+    baseline: Baseline | None,
+    *,
+    baseline_file: Path | None = None,
+    missing_reason: str = "",
+    machine: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """Policy checks, then history checks against ``baseline`` (or a MISSING check naming the file)."""
+    checks = check_policy(measurement, bounds)
+    if baseline is not None:
+        checks.extend(check_history(measurement, baseline, bounds, machine))
+    elif baseline_file is not None:
+        checks.append(missing_baseline(baseline_file, missing_reason or "no baseline for this profile"))
+    return Verdict(model, combo, profile, tuple(checks))
