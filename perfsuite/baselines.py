@@ -44,6 +44,7 @@ __all__ = [
     "current_commit",
     "diff_measurements",
     "diff_path",
+    "expected_path",
     "list_baselines",
     "load_baseline",
     "load_policy",
@@ -61,12 +62,13 @@ UPDATE_COMMAND = "pytest tests/perf --perf-update-baselines"
 _BOUNDS: dict[str, tuple[float, float, str]] = {
     "min_speedup": (0.0, math.inf, "a finite number >= 0 (0 = no floor)"),
     "min_ssim": (0.0, 1.0, "a number in [0, 1]"),
+    "min_ssim_stored": (0.0, 1.0, "a number in [0, 1]"),
     "latency_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
     "memory_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
     "speedup_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
 }
 BOUND_KEYS: tuple[str, ...] = tuple(_BOUNDS)
-_BUILTIN_DEFAULTS = {"min_speedup": 0.0}
+_BUILTIN_DEFAULTS = {"min_speedup": 0.0, "min_ssim_stored": 0.95}
 _RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
 _DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
 _ID_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
@@ -123,6 +125,11 @@ def obtained_path(root: str | Path, profile: str, model: str, combo: str, ext: s
     if ext not in ("json", "png"):
         raise ValueError(f"obtained_path ext must be 'json' or 'png', got {ext!r}")
     return _case_file(root, profile, model, combo, f".obtained.{ext}")
+
+
+def expected_path(root: str | Path, profile: str, model: str, combo: str) -> Path:
+    """``<combo>.expected.png``: the in-run reference image a failed SSIM check compared against."""
+    return _case_file(root, profile, model, combo, ".expected.png")
 
 
 def diff_path(root: str | Path, profile: str, model: str, combo: str) -> Path:
@@ -202,6 +209,7 @@ class Bounds:
 
     min_speedup: float
     min_ssim: float
+    min_ssim_stored: float
     latency_tolerance: float
     memory_tolerance: float
     speedup_tolerance: float

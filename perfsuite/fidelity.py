@@ -22,6 +22,7 @@ SSIM bounds in the policy must therefore stay below 1 (0.999 leaves room for qua
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import uuid
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ __all__ = [
     "InvalidImageError",
     "NonFiniteImageError",
     "Structure",
+    "assess",
     "check_finite",
     "check_structure",
     "compare",
     "diff_image",
+    "encode_png",
     "load_png",
     "save_png",
     "ssim_map",
@@ -266,6 +269,54 @@ def check_structure(
             "SSIM against it is meaningless"
         )
     return s
+
+
+def _comparison_dict(comparison: Comparison) -> dict[str, float | None]:
+    psnr = comparison.psnr_db if np.isfinite(comparison.psnr_db) else None  # None: identical images
+    return {
+        "ssim": comparison.ssim,
+        "psnr_db": psnr,
+        "max_abs_diff": comparison.max_abs_diff,
+        "mean_abs_diff": comparison.mean_abs_diff,
+    }
+
+
+def assess(
+    obtained: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    stored: npt.ArrayLike | None = None,
+    what: str = "",
+    stored_note: str = "",
+) -> dict[str, object]:
+    """JSON-ready fidelity of ``obtained`` against the in-run ``reference`` and the ``stored`` image.
+
+    Returns ``{"non_finite": message or None, "reference": {...} or None, "stored": {...} or None,
+    "stored_note": why stored is None}``; each comparison holds ``ssim``, ``psnr_db`` (None when the
+    images are identical), ``max_abs_diff`` and ``mean_abs_diff``. A non-finite output is never
+    compared: NaN must not pass as similar. Shape mismatches raise :class:`ImageMismatchError`.
+    """
+    try:
+        check_finite(obtained, what or "the output")
+    except NonFiniteImageError as exc:
+        return {"non_finite": str(exc), "reference": None, "stored": None, "stored_note": "non-finite output"}
+    result: dict[str, object] = {
+        "non_finite": None,
+        "reference": _comparison_dict(compare(obtained, reference, f"{what} vs the in-run reference")),
+        "stored": None,
+        "stored_note": stored_note,
+    }
+    if stored is not None:
+        result["stored"] = _comparison_dict(compare(obtained, stored, f"{what} vs its stored reference"))
+        result["stored_note"] = ""
+    return result
+
+
+def encode_png(image: npt.ArrayLike) -> bytes:
+    """``image`` as the bytes of an 8-bit PNG (for staged, all-or-nothing writes)."""
+    pixels = to_uint8(image, "image")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_png(path: str | os.PathLike[str], image: npt.ArrayLike) -> Path:

@@ -42,6 +42,7 @@ __all__ = [
     "PASS",
     "Check",
     "Verdict",
+    "check_fidelity",
     "check_history",
     "check_policy",
     "judge",
@@ -270,6 +271,48 @@ def check_policy(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
     return [Check("speedup", "policy", PASS, obtained, "", f">= {_times(floor)}", source, detail, True)]
 
 
+def _ssim_text(comparison: Mapping[str, Any]) -> str:
+    psnr = comparison.get("psnr_db")
+    psnr_text = "identical" if psnr is None else f"PSNR {psnr:.1f} dB"
+    return f"SSIM {comparison['ssim']:.4f}, {psnr_text}, max |diff| {comparison['max_abs_diff']:.3f}"
+
+
+def check_fidelity(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """Non-finite output, SSIM against the in-run reference (policy) and against the stored image.
+
+    A measurement without a ``fidelity`` entry (an older results file) has no fidelity checks.
+    """
+    fidelity = measurement.get("fidelity")
+    if not isinstance(fidelity, Mapping):
+        return []
+    if fidelity.get("non_finite"):
+        source = "perfsuite: a NaN or inf output is always a failure, never 'similar'"
+        return [Check("image", "policy", FAIL, "non-finite output", "", "every value finite", source,
+                      str(fidelity["non_finite"]))]  # fmt: skip
+    checks = []
+    reference = fidelity.get("reference")
+    source = f"min_ssim from {bounds.sources.get('min_ssim', 'policy')}"
+    bound = f"SSIM >= {bounds.min_ssim:.4f}"
+    if isinstance(reference, Mapping):
+        status = PASS if reference["ssim"] >= bounds.min_ssim else FAIL
+        expected = "the in-run fp32 eager output (same model, seed and prompt)"
+        checks.append(Check("ssim", "policy", status, _ssim_text(reference), expected, bound, source))
+    stored = fidelity.get("stored")
+    if fidelity.get("stored_checked") is False:
+        return checks
+    source = f"min_ssim_stored from {bounds.sources.get('min_ssim_stored', 'policy')}"
+    bound = f"SSIM >= {bounds.min_ssim_stored:.4f}"
+    expected = "the stored reference image of this combo"
+    if isinstance(stored, Mapping):
+        status = PASS if stored["ssim"] >= bounds.min_ssim_stored else FAIL
+        checks.append(Check("ssim", "history", status, _ssim_text(stored), expected, bound, source))
+    else:
+        note = str(fidelity.get("stored_note") or "no stored reference image")
+        status = MISSING if fidelity.get("stored_missing") else NOT_COMPARED
+        checks.append(Check("ssim", "history", status, "(not compared)", expected, bound, source, note))
+    return checks
+
+
 def _baseline_label(baseline: Baseline) -> str:
     commit = f", commit {baseline.commit[:10]}" if baseline.commit else ""
     return f"{baseline.path} ({baseline.created[:10]}{commit})"
@@ -385,8 +428,14 @@ def judge(
     machine: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Policy checks, then history checks against ``baseline`` (or a MISSING check naming the file)."""
-    checks = check_policy(measurement, bounds)
-    if baseline is not None:
+    checks = [*check_policy(measurement, bounds), *check_fidelity(measurement, bounds)]
+    if baseline is not None and measurement.get("call") != baseline.measurement.get("call"):
+        detail = (
+            f"the baseline was measured with other call settings ({baseline.measurement.get('call')}; "
+            f"this run: {measurement.get('call')}): re-record it, or run with its steps and size"
+        )
+        checks.append(Check("baseline", "history", MISSING, "", "", "", str(baseline.path), detail))
+    elif baseline is not None:
         checks.extend(check_history(measurement, baseline, bounds, machine))
     elif baseline_file is not None:
         checks.append(missing_baseline(baseline_file, missing_reason or "no baseline for this profile"))

@@ -131,6 +131,10 @@ class CaseResult:
     image: np.ndarray = field(repr=False, compare=False)
     #: The first timing pass when the case was re-measured to confirm a suspected regression.
     first_attempt: dict[str, Any] | None = None
+    #: :func:`perfsuite.fidelity.assess` of the image against the references (filled by the caller).
+    fidelity: dict[str, Any] | None = None
+    #: The call settings that shape the work (steps, size, guidance): results compare only when equal.
+    call: dict[str, Any] = field(default_factory=dict)
 
     @property
     def case_id(self) -> str:
@@ -160,6 +164,8 @@ class CaseResult:
             "graph_breaks": self.graph_breaks,
             "recompiles": self.recompiles,
             "first_attempt": self.first_attempt,
+            "fidelity": self.fidelity,
+            "call": self.call,
         }
 
 
@@ -283,6 +289,7 @@ def _measure(
             graph_breaks=compiled["graph_breaks"],
             recompiles=compiled["recompiles"] + steady["recompiles"],
             image=image,
+            call=call_settings(spec),
         )
         if remeasure is not None and remeasure(result):
             with counting_dynamo() as again:
@@ -299,6 +306,12 @@ def _measure(
                 first_attempt=first,
             )
     return result
+
+
+def call_settings(spec: ModelSpec) -> dict[str, Any]:
+    """The call arguments that shape the work of one call (everything but the prompt text)."""
+    keys = ("num_inference_steps", "height", "width", "guidance_scale")
+    return {key: spec.call_kwargs[key] for key in keys if key in spec.call_kwargs}
 
 
 _TIMING_KEYS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -460,3 +461,26 @@ def test_diff_measurements(tmp_path: Path) -> None:
     assert str(changes[2]) == "speedup: (none) -> 2"
     assert diff_measurements(old, new, keys=("nested.ssim", "absent")) == [Change("nested.ssim", 0.9, 0.95)]
     assert diff_measurements(None, {"speedup": 1.5}) == [Change("speedup", None, 1.5)]
+
+
+def test_atomic_write_many_leaves_every_old_file_when_interrupted_while_staging(tmp_path, monkeypatch):
+    from perfsuite.baselines import atomic_write_many
+
+    old = {tmp_path / "a.json": b"old a", tmp_path / "sub" / "b.png": b"old b"}
+    atomic_write_many(old)
+    real_fsync, calls = os.fsync, []
+
+    def interrupted_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second file is being staged
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_many({path: b"new" for path in old})
+    monkeypatch.undo()
+    assert {path: path.read_bytes() for path in old} == old
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.json", "b.png"]  # no temp left
+    atomic_write_many({path: b"new" for path in old})
+    assert all(path.read_bytes() == b"new" for path in old)
