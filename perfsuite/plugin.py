@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -87,6 +89,28 @@ def _positive_int(minimum: int) -> Any:
     return parse
 
 
+def _size(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels such as 1024x1024, got {value!r}")
+    height, width = int(match[1]), int(match[2])
+    if height % 8 or width % 8 or not height or not width:
+        raise argparse.ArgumentTypeError(
+            f"height and width must be positive multiples of 8 (the VAE downsamples by 8), got {value!r}"
+        )
+    return height, width
+
+
+def _shard(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 1/4 (shard I of N, from 1), got {value!r}")
+    index, count = int(match[1]), int(match[2])
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"shard index must be between 1 and {count}, got {value!r}")
+    return index, count
+
+
 def _profile(value: str) -> str:
     try:
         return hardware.validate_profile_id(value)
@@ -130,6 +154,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: 2 on CPU, 3 on CUDA.",
     )
     group.addoption(
+        "--perf-steps",
+        type=_positive_int(1),
+        default=None,
+        help="denoising steps per call. Default: the model's own (30 for sd15/sdxl as in the guide, "
+        "8 for the tiny models). Baselines are only compared at the same steps and size.",
+    )
+    group.addoption(
+        "--perf-size",
+        type=_size,
+        default=None,
+        metavar="HxW",
+        help="image height x width in pixels, multiples of 8. Default: the model's native size "
+        "(512x512 sd15, 1024x1024 sdxl, 128x128 tiny).",
+    )
+    group.addoption(
+        "--perf-shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (from 1) of the perf cases, for splitting one matrix across CI "
+        "jobs. Cases are sorted by id and dealt round-robin, so the split is the same on every "
+        "machine and the N shards cover every case exactly once.",
+    )
+    group.addoption(
         "--perf-profile",
         type=_profile,
         default=None,
@@ -147,6 +195,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the stored baselines of the cases that ran (never policy.toml), once the session "
         "ends; an interrupted session writes nothing. History checks are skipped; policy checks stay.",
+    )
+    group.addoption(
+        "--perf-report",
+        default=None,
+        metavar="DIR",
+        help="write results.json, summary.md and report.html (charts, image grid) into DIR; the "
+        "summary is also appended to $GITHUB_STEP_SUMMARY when that is set. Default: no report.",
     )
     group.addoption(
         "--perf-strict",
@@ -179,6 +234,7 @@ class PerfSession:
     preset: str
     model_names: list[str]
     settings: RunSettings
+    call_overrides: dict[str, Any] = field(default_factory=dict)
     specs: dict[str, ModelSpec] = field(default_factory=dict)
     base_pipes: dict[str, Any] = field(default_factory=dict)
     references: dict[str, Reference] = field(default_factory=dict)
@@ -190,12 +246,55 @@ class PerfSession:
     update: bool = False
     machine: MachineInfo | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    #: Cases skipped at run time (unsupported on this model) and cases that raised: (model, combo, text).
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
     #: Outcome of --perf-update-baselines, filled at session finish for the terminal summary.
     update_report: list[str] = field(default_factory=list)
 
     def bounds(self, model: str, combo: str) -> Bounds:
         assert self.policy is not None
         return self.policy.bounds_for(model, combo, self.profile)
+
+    def assess(self, result: CaseResult) -> CaseResult:
+        """``result`` with its fidelity against the in-run reference and the stored reference image."""
+        from perfsuite.baselines import BaselineFileError, reference_image_path
+        from perfsuite.fidelity import ImageFileError, assess, load_png
+
+        png = reference_image_path(self.baselines_dir, self.profile, result.model, result.combo)
+        stored, note, missing = None, "", False
+        if not self.update:  # an update rewrites the stored image, so there is nothing to compare with
+            try:
+                stored = load_png(png)
+            except FileNotFoundError:
+                note, missing = f"no stored reference image at {png}", True
+            except ImageFileError as exc:
+                raise BaselineFileError(f"{exc}; regenerate it with --perf-update-baselines") from exc
+        reference = self.reference(result.model).image
+        fidelity = assess(result.image, reference, stored, result.case_id, note)
+        fidelity["stored_missing"] = missing
+        fidelity["stored_checked"] = not self.update
+        return dataclasses.replace(result, fidelity=fidelity)
+
+    def write_fidelity_artifacts(self, result: CaseResult, verdict: Verdict) -> list[str]:
+        """On a failed SSIM check: ``.obtained.png``, ``.diff.png`` (and ``.expected.png`` for the in-run
+        reference) next to the stored reference. Returns a note naming the files, or nothing."""
+        from perfsuite.baselines import diff_path, expected_path, obtained_path, reference_image_path
+        from perfsuite.fidelity import diff_image, load_png, save_png, to_float01
+
+        failed = [c for c in verdict.failures if c.field == "ssim"]
+        if not failed:
+            return []
+        where = (self.baselines_dir, self.profile, result.model, result.combo)
+        obtained = save_png(obtained_path(*where, ext="png"), result.image)
+        if any(c.kind == "policy" for c in failed):
+            expected = save_png(expected_path(*where), self.reference(result.model).image)
+            against = self.reference(result.model).image
+        else:
+            expected = reference_image_path(*where)
+            against = to_float01(load_png(expected))
+        diff = save_png(diff_path(*where), diff_image(result.image, against))
+        return [f"images: obtained {obtained}; expected {expected}; diff (|obtained - expected| x10) {diff}"]
 
     def judge(self, result: CaseResult) -> Verdict:
         """Policy and history checks of one result; a malformed baseline file raises its error."""
@@ -218,10 +317,14 @@ class PerfSession:
         return judge(result.model, result.combo, self.profile, measurement, bounds, baseline, machine=machine)
 
     def spec(self, model: str) -> ModelSpec:
+        """The model's spec, with the session's ``--perf-steps`` / ``--perf-size`` applied."""
         if model not in self.specs:
             from perfsuite.catalog import get_model
 
-            self.specs[model] = get_model(model)
+            spec = get_model(model)
+            call = dict(spec.call_kwargs)
+            call.update(self.call_overrides)
+            self.specs[model] = dataclasses.replace(spec, call_kwargs=call)
         return self.specs[model]
 
     def plan(self, model: str) -> Plan:
@@ -249,17 +352,80 @@ class PerfSession:
 
     def reference(self, model: str) -> Reference:
         if model not in self.references:
+            from perfsuite.fidelity import check_finite, check_structure
             from perfsuite.runner import Reference
 
             pipe = self.fresh_pipe(model, "fp32")
-            self.references[model] = Reference.build(
-                self.spec(model), pipe, self.device, self.settings.warmup
-            )
+            reference = Reference.build(self.spec(model), pipe, self.device, self.settings.warmup)
+            what = f"the fp32 eager reference output of {model}"
+            check_finite(reference.image, what)
+            check_structure(reference.image, what)
+            self.references[model] = reference
         return self.references[model]
 
 
 PERF_SESSION = pytest.StashKey[PerfSession]()
 INDUCTOR_CACHE = pytest.StashKey[str]()
+
+
+def _xdist_workers(config: pytest.Config) -> tuple[int, int] | None:
+    """(this worker's index, worker count) in a pytest-xdist worker, else None."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    return int(str(workerinput["workerid"]).removeprefix("gw")), int(workerinput["workercount"])
+
+
+def _worker_device(config: pytest.Config) -> str:
+    """The device of this process. Under ``pytest -n N``, worker k gets ``cuda:k``: one GPU per worker,
+    so no two timed combos ever share a GPU. On CPU each worker gets an equal share of the cores."""
+    option = config.getoption("perf_device")
+    device = _resolve_device(option)
+    workers = _xdist_workers(config)
+    if workers is None:
+        return device
+    index, count = workers
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(max(1, hardware.usable_cpu_cores() // count))
+        return device
+    if option in ("auto", "cuda"):
+        return f"cuda:{index}"
+    if count > 1:
+        raise pytest.UsageError(
+            f"--perf-device={option} with {count} xdist workers would time {count} combos on one GPU at "
+            "once; use --perf-device=cuda (worker k then runs on cuda:k) or drop -n"
+        )
+    return device
+
+
+def _check_workers(config: pytest.Config) -> None:
+    """``pytest -n N``: at most one worker per GPU, and on CPU at most one per core."""
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    if not isinstance(workers, int) or workers <= 1 or _xdist_workers(config) is not None:
+        return
+    device = config.getoption("perf_device", "auto")
+    cores = hardware.usable_cpu_cores()
+    if device == "cpu" or (device == "auto" and not _cuda_count()):
+        if workers > cores:
+            raise pytest.UsageError(
+                f"pytest -n {workers} on CPU: this machine has {cores} usable core(s); use at most "
+                f"-n {cores} (each worker gets an equal share of the cores)"
+            )
+        return
+    gpus = _cuda_count()
+    if workers > gpus:
+        raise pytest.UsageError(
+            f"pytest -n {workers} on CUDA needs one GPU per worker; this machine has {gpus}. "
+            f"Use -n {gpus} or fewer, or --perf-shard to split the matrix across machines"
+        )
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _resolve_device(option: str) -> str:
@@ -280,6 +446,7 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", line)
     _check_options(config)
+    _check_workers(config)
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -314,7 +481,7 @@ def _session(config: pytest.Config) -> PerfSession:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
         config.stash[INDUCTOR_CACHE] = cache_dir
     try:
-        device_name = hardware.resolve_device(_resolve_device(config.getoption("perf_device")))
+        device_name = hardware.resolve_device(_worker_device(config))
     except ValueError as exc:
         raise pytest.UsageError(f"--perf-device: {exc}") from None
     device = torch.device(device_name)
@@ -333,6 +500,11 @@ def _session(config: pytest.Config) -> PerfSession:
             f"{exc}\n(perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
         ) from None
     profile = config.getoption("perf_profile") or hardware.profile_id(device_name)
+    overrides: dict[str, Any] = {}
+    if config.getoption("perf_steps"):
+        overrides["num_inference_steps"] = config.getoption("perf_steps")
+    if config.getoption("perf_size"):
+        overrides["height"], overrides["width"] = config.getoption("perf_size")
     session = PerfSession(
         device=device,
         capabilities=hardware.capabilities(device_name),
@@ -340,6 +512,7 @@ def _session(config: pytest.Config) -> PerfSession:
         preset=config.getoption("perf_preset"),
         model_names=config.getoption("perf_model"),
         settings=settings,
+        call_overrides=overrides,
         baselines_dir=baselines_dir,
         policy=policy,
         strict=config.getoption("perf_strict"),
@@ -368,6 +541,27 @@ def _marks(case: PerfCase, session: PerfSession) -> list[pytest.MarkDecorator]:
         names.add("slow")
     marks.extend(getattr(pytest.mark, name) for name in sorted(names))
     return marks
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--perf-shard=I/N``: keep every N-th perf case, by sorted case id, starting at the I-th."""
+    shard = config.getoption("perf_shard", None)
+    if shard is None:
+        return
+    index, count = shard
+
+    def case_id(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("perf_case") if callspec is not None else None
+        return case.id if isinstance(case, PerfCase) else None
+
+    ids = sorted({cid for cid in map(case_id, items) if cid is not None})
+    keep = {cid for position, cid in enumerate(ids) if position % count == index - 1}
+    selected = [item for item in items if case_id(item) is None or case_id(item) in keep]
+    deselected = [item for item in items if case_id(item) is not None and case_id(item) not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -427,14 +621,17 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
                 remeasure=lambda first: _suspect(perf_session, first, suspects),
             )
         except Unsupported as exc:
+            perf_session.skipped.append((case.model, case.combo.id, f"unsupported: {exc}"))
             pytest.skip(f"unsupported on {case.model}: {exc}")
-        perf_session.results.append(result)
-        benchmark.extra_info.update(result.to_dict())
-        benchmark.extra_info["profile"] = perf_session.profile
         try:
+            result = perf_session.assess(result)
+            perf_session.results.append(result)
             verdict = perf_session.judge(result)
         except BaselineFileError as exc:
             pytest.fail(f"{case.id}: the stored baseline cannot be used: {exc}", pytrace=False)
+        benchmark.extra_info.update(result.to_dict())
+        benchmark.extra_info["profile"] = perf_session.profile
+        verdict = verdict.with_notes(*perf_session.write_fidelity_artifacts(result, verdict))
         if suspects:
             first = ", ".join(f"{c.field} ({c.kind})" for c in suspects)
             outcome = "confirmed by" if verdict.timing_failures else "not confirmed by"
@@ -469,10 +666,12 @@ def update_command(request: pytest.FixtureRequest, session: PerfSession, case: P
         parts.append(f"--perf-model={case.model}")
     if session.preset != DEFAULT_PRESET:
         parts.append(f"--perf-preset={session.preset}")
-    for option in ("perf_device", "perf_profile", "perf_baselines_dir"):
+    for option in ("perf_device", "perf_profile", "perf_baselines_dir", "perf_steps"):
         value = config.getoption(option, None)
         if value not in (None, "auto"):
             parts.append(f"--{option.replace('_', '-')}={value}")
+    if config.getoption("perf_size", None):
+        parts.append("--perf-size={}x{}".format(*config.getoption("perf_size")))
     return " ".join(parts)
 
 
@@ -509,16 +708,142 @@ def _benchmark_rounds(benchmark: Any) -> Any:
     return rounds_runner
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Record a perf case that raised (not a gate verdict) as an error of the results."""
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("perf_case") if callspec is not None else None
+    perf = item.config.stash.get(PERF_SESSION, None)
+    if not isinstance(case, PerfCase) or perf is None or not report.failed or case.id in perf.verdicts:
+        return
+    text = str(call.excinfo.getrepr(style="short")) if call.excinfo is not None else report.longreprtext
+    perf.errors.append((case.model, case.combo.id, f"{report.when}: {text[-4000:]}"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    perf = session.config.stash.get(PERF_SESSION, None)
-    if perf is None or not perf.update:
+    config = session.config
+    perf = config.stash.get(PERF_SESSION, None)
+    if perf is not None and perf.update:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            perf.update_report = [
+                "perfsuite: the session was interrupted; no baseline was written (the stored ones are intact)"
+            ]
+        else:
+            perf.update_report = write_updates(perf)
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: hand everything to the controller
+        if perf is not None:
+            workeroutput["perfsuite"] = _worker_payload(perf)
         return
-    if exitstatus == pytest.ExitCode.INTERRUPTED:
-        perf.update_report = [
-            "perfsuite: the session was interrupted; no baseline was written (the stored ones are intact)"
-        ]
-        return
-    perf.update_report = write_updates(perf)
+    parts = config.stash.get(WORKER_PARTS, [])
+    report_dir = config.getoption("perf_report", None)
+    if report_dir and (perf is not None or parts):
+        _write_report(config, Path(config.invocation_params.dir, report_dir), perf, parts)
+
+
+WORKER_PARTS = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def _case_entries(
+    perf: PerfSession,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, str]]]:
+    from perfsuite.report import case_entry, skipped_entries
+
+    cases = [case_entry(r.to_dict(), perf.verdicts.get(r.case_id), status=None if r.case_id in perf.verdicts
+             else "error") for r in perf.results]  # fmt: skip
+    skipped = [*skipped_entries({m: perf.plans[m] for m in perf.plans}),
+               *({"model": m, "combo": c, "reason": why} for m, c, why in perf.skipped)]  # fmt: skip
+    errors = [{"model": m, "combo": c, "message": text} for m, c, text in perf.errors]
+    return cases, skipped, errors
+
+
+def _case_images(perf: PerfSession) -> dict[str, dict[str, bytes]]:
+    """PNG bytes of each case's output, its in-run reference and their amplified difference."""
+    from perfsuite.fidelity import diff_image, encode_png
+
+    images = {}
+    for result in perf.results:
+        if (result.fidelity or {}).get("non_finite"):
+            continue
+        reference = perf.references[result.model].image
+        images[result.case_id] = {
+            "obtained": encode_png(result.image),
+            "reference": encode_png(reference),
+            "diff": encode_png(diff_image(result.image, reference)),
+        }
+    return images
+
+
+def _worker_payload(perf: PerfSession) -> dict[str, Any]:
+    from perfsuite.report import summary_lines
+
+    cases, skipped, errors = _case_entries(perf)
+    return {
+        "cases": cases,
+        "skipped": skipped,
+        "errors": errors,
+        "images": _case_images(perf),
+        "machine": perf.machine.to_dict() if perf.machine else None,
+        "profile": perf.profile,
+        "device": str(perf.device),
+        "preset": perf.preset,
+        "models": perf.model_names,
+        "lines": [
+            *summary_lines(perf.results, perf.plans, perf.device, perf.profile, perf.verdicts),
+            *perf.update_report,
+        ],
+    }
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist controller: collect what a worker measured (see :func:`_worker_payload`)."""
+    payload = getattr(node, "workeroutput", {}).get("perfsuite")
+    if payload is not None:
+        node.config.stash.setdefault(WORKER_PARTS, []).append(payload)
+
+
+def _write_report(
+    config: pytest.Config, folder: Path, perf: PerfSession | None, parts: list[dict[str, Any]]
+) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from perfsuite.baselines import current_commit
+    from perfsuite.report import append_step_summary, results_document, write_report
+
+    if perf is not None:
+        parts = [*parts, {**_worker_payload(perf), "lines": []}]
+    first = parts[0]
+    cases = [case for part in parts for case in part["cases"]]
+    skipped = list({(e["model"], e["combo"]): e for part in parts for e in part["skipped"]}.values())
+    ran = {(c["model"], c["combo"]) for c in cases}
+    skipped = [e for e in skipped if (e["model"], e["combo"]) not in ran]
+    images = {
+        case_id: {kind: np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for kind, png in kinds.items()}
+        for part in parts
+        for case_id, kinds in part["images"].items()
+    }
+    document = results_document(
+        machine=first["machine"],
+        profile=first["profile"],
+        device=", ".join(sorted({part["device"] for part in parts})),
+        preset=first["preset"],
+        models=first["models"],
+        cases=cases,
+        skipped=skipped,
+        errors=[e for part in parts for e in part["errors"]],
+        commit=current_commit(config.rootpath),
+    )
+    files = write_report(folder, document, images)
+    config.stash[REPORT_FILES] = [str(files.results), str(files.summary), str(files.html)]
+    append_step_summary(files.summary.read_text(encoding="utf-8"))
+
+
+REPORT_FILES = pytest.StashKey[list[str]]()
 
 
 def write_updates(perf: PerfSession) -> list[str]:
@@ -533,8 +858,10 @@ def write_updates(perf: PerfSession) -> list[str]:
         current_commit,
         diff_measurements,
         load_baseline,
+        reference_image_path,
         render_baseline,
     )
+    from perfsuite.fidelity import encode_png
 
     assert perf.machine is not None
     commit = current_commit(perf.baselines_dir)
@@ -543,11 +870,16 @@ def write_updates(perf: PerfSession) -> list[str]:
     lines = [f"perfsuite: baselines updated under {folder} (policy.toml untouched)"]
     for result in perf.results:
         measurement = result.to_dict()
+        if (result.fidelity or {}).get("non_finite"):
+            lines.append(f"  {result.case_id}: NOT written: its output is not finite")
+            continue
         path, text = render_baseline(
             perf.baselines_dir, perf.profile, result.model, result.combo,
             measurement=measurement, machine=perf.machine, commit=commit,
         )  # fmt: skip
         files[path] = text.encode("utf-8")
+        png = reference_image_path(perf.baselines_dir, perf.profile, result.model, result.combo)
+        files[png] = encode_png(result.image)
         try:
             old = load_baseline(perf.baselines_dir, perf.profile, result.model, result.combo)
         except MissingBaselineError:
@@ -572,6 +904,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    for part in config.stash.get(WORKER_PARTS, []):
+        terminalreporter.write_line(f"perfsuite worker on {part['device']}:")
+        for line in part["lines"]:
+            terminalreporter.write_line(line)
+    if config.stash.get(WORKER_PARTS, None):
+        _report_line(terminalreporter, config)
     session = config.stash.get(PERF_SESSION, None)
     if session is None or not (session.results or session.plans):
         return
@@ -591,3 +929,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     for line in session.update_report:
         terminalreporter.write_line(line)
+    _report_line(terminalreporter, config)
+
+
+def _report_line(terminalreporter: Any, config: pytest.Config) -> None:
+    report_files = config.stash.get(REPORT_FILES, None)
+    if report_files:
+        terminalreporter.write_line("perfsuite report: " + ", ".join(report_files))

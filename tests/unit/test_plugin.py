@@ -19,6 +19,7 @@ def _policy(pytester):
     folder.mkdir()
     shutil.copy(POLICY, folder / "policy.toml")
 
+
 SUITE = """
 import numpy as np
 
@@ -36,6 +37,9 @@ def test_combo(perf_case, perf_run):
         ("--perf-device=gpu", "invalid device 'gpu': expected 'cpu', 'cuda' or 'cuda:N'"),
         ("--perf-rounds=1", "must be at least 3"),
         ("--perf-profile=My Profile", "My Profile"),
+        ("--perf-steps=0", "must be at least 1"),
+        ("--perf-size=1024", "expected HEIGHTxWIDTH in pixels such as 1024x1024"),
+        ("--perf-size=100x100", "multiples of 8"),
     ],
 )
 def test_bad_option_values_are_rejected_at_parse_time(pytester, option, message):
