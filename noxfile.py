@@ -35,3 +35,18 @@ def perf(session: nox.Session) -> None:
     """Run the performance suite (default: ladder preset on tiny-sd, on CUDA if present)."""
     _install(session)
     session.run("pytest", "tests/perf", *session.posargs)
+
+
+@nox.session(name="update-baselines", default=False)
+def update_baselines(session: nox.Session) -> None:
+    """Re-measure the selected cases and rewrite their stored baselines (never policy.toml)."""
+    _install(session)
+    session.run("pytest", "tests/perf", "--perf-update-baselines", *session.posargs)
+    session.log("review the change with `git diff baselines/` and commit it with the pull request")
+
+
+@nox.session(default=False)
+def stability(session: nox.Session) -> None:
+    """Run the gated suite 10 times on unchanged code and count false alarms."""
+    _install(session)
+    session.run("python", "scripts/gate-stability.py", *session.posargs)
