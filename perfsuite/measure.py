@@ -94,14 +94,29 @@ def dynamo_counts() -> Counter[str]:
     flat: Counter[str] = Counter()
     flat["unique_graphs"] = counters["stats"]["unique_graphs"]
     flat["graph_breaks"] = sum(counters["graph_break"].values())
-    flat["recompiles"] = sum(counters["recompiles"].values())
     return flat
 
 
 @contextmanager
 def counting_dynamo() -> Iterator[Counter[str]]:
-    """Yield a Counter that holds, on exit, what dynamo did inside the block."""
+    """Yield a Counter that holds, on exit, what dynamo did inside the block: ``unique_graphs``,
+    ``graph_breaks`` and ``recompiles``.
+
+    Recompiles are counted from dynamo's end-of-compile callbacks: a compile id reads
+    ``<frame>/<attempt>``, and an attempt above 0 is a recompilation of a frame compiled before
+    (torch 2.13 keeps no counter for them).
+    """
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
     delta: Counter[str] = Counter()
+    recompiles = [0]
+
+    def on_end(args: Any) -> None:
+        compile_id = str(getattr(args, "compile_id", ""))
+        if args.callback_trigger is CallbackTrigger.DYNAMO and not compile_id.endswith("/0"):
+            recompiles[0] += 1
+
+    callback_handler.register_end_callback(on_end)
     before = dynamo_counts()
     try:
         yield delta
@@ -109,6 +124,10 @@ def counting_dynamo() -> Iterator[Counter[str]]:
         after = dynamo_counts()
         for key in after:
             delta[key] = after[key] - before[key]
+        delta["recompiles"] = recompiles[0]
+        # torch.compiler.reset() inside the block drops every callback, this one included.
+        if on_end in callback_handler.end_callbacks:
+            callback_handler.remove_end_callback(on_end)
 
 
 def trace_call(fn: Callable[[], Any], device: torch.device, compiled: Counter[str] | None = None) -> RunTrace:
