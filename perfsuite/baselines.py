@@ -66,9 +66,19 @@ _BOUNDS: dict[str, tuple[float, float, str]] = {
     "latency_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
     "memory_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
     "speedup_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.10 = 10%)"),
+    "max_graph_breaks": (0.0, math.inf, "a whole number >= 0"),
+    "max_recompiles": (0.0, math.inf, "a whole number >= 0"),
+    "max_syncs_per_step": (0.0, math.inf, "a number >= 0 (0 = no host-device sync in the loop)"),
 }
+#: Bounds that no check applies unless policy.toml sets them.
+OPTIONAL_BOUNDS = ("max_syncs_per_step",)
 BOUND_KEYS: tuple[str, ...] = tuple(_BOUNDS)
-_BUILTIN_DEFAULTS = {"min_speedup": 0.0, "min_ssim_stored": 0.95}
+_BUILTIN_DEFAULTS = {
+    "min_speedup": 0.0,
+    "min_ssim_stored": 0.95,
+    "max_graph_breaks": 0.0,
+    "max_recompiles": 0.0,
+}
 _RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
 _DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
 _ID_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
@@ -214,6 +224,9 @@ class Bounds:
     memory_tolerance: float
     speedup_tolerance: float
     sources: dict[str, str] = field(hash=False)
+    max_graph_breaks: float = 0.0
+    max_recompiles: float = 0.0
+    max_syncs_per_step: float | None = None
 
 
 @dataclass(frozen=True)
@@ -307,7 +320,8 @@ def load_policy(path: str | Path) -> Policy:
     if not isinstance(raw, dict):
         _fail(path, "missing [defaults] table", f"accepted: a [defaults] table with {', '.join(BOUND_KEYS)}")
     _check_keys(path, "[defaults]", raw, BOUND_KEYS)
-    missing = [key for key in BOUND_KEYS if key not in raw and key not in _BUILTIN_DEFAULTS]
+    optional = (*_BUILTIN_DEFAULTS, *OPTIONAL_BOUNDS)
+    missing = [key for key in BOUND_KEYS if key not in raw and key not in optional]
     if missing:
         _fail(path, f"[defaults] is missing {', '.join(missing)}", f"accepted: {', '.join(BOUND_KEYS)}")
     defaults = dict(_BUILTIN_DEFAULTS)

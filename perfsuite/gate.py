@@ -42,6 +42,7 @@ __all__ = [
     "PASS",
     "Check",
     "Verdict",
+    "check_diagnostics",
     "check_fidelity",
     "check_history",
     "check_policy",
@@ -313,6 +314,47 @@ def check_fidelity(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check
     return checks
 
 
+def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """Compile health (graph breaks, recompiles after the first call) and host-device syncs per step.
+
+    Graph breaks and recompiles are checked when the measurement has them; syncs per denoising step
+    only where the policy sets ``max_syncs_per_step`` (the guide's sigmas-on-CPU advice: 0).
+    """
+    checks = []
+    for key, field_name, what in (
+        ("graph_breaks", "graph breaks", "graph breaks while compiling"),
+        ("recompiles", "recompiles", "recompilations after the first compile"),
+    ):
+        value = _number(measurement, key)
+        if value is None:
+            continue
+        bound = float(getattr(bounds, f"max_{key}"))
+        source = f"max_{key} from {bounds.sources.get(f'max_{key}', 'perfsuite built-in default')}"
+        status = FAIL if value > bound else PASS
+        checks.append(
+            Check(field_name, "policy", status, f"{value:.0f} {what}", "", f"<= {bound:.0f}", source)
+        )
+    limit = bounds.max_syncs_per_step
+    if limit is None:
+        return checks
+    diagnostics = measurement.get("diagnostics")
+    syncs = diagnostics.get("host_syncs") if isinstance(diagnostics, Mapping) else None
+    per_step = syncs.get("per_step_syncs") if isinstance(syncs, Mapping) else None
+    source = f"max_syncs_per_step from {bounds.sources.get('max_syncs_per_step', 'policy')}"
+    if not per_step:
+        why = (syncs or {}).get("unavailable_reason") if isinstance(syncs, Mapping) else None
+        detail = str(why or "no per-step sync count in the measurement")
+        checks.append(
+            Check("syncs per step", "policy", NOT_COMPARED, "(none)", "", f"<= {limit:g}", source, detail)
+        )
+        return checks
+    worst = max(float(n) for n in per_step)
+    status = FAIL if worst > limit else PASS
+    obtained = f"{worst:g} host-device syncs in the worst denoising step ({sum(per_step):g} in all)"
+    checks.append(Check("syncs per step", "policy", status, obtained, "", f"<= {limit:g}", source))
+    return checks
+
+
 def _baseline_label(baseline: Baseline) -> str:
     commit = f", commit {baseline.commit[:10]}" if baseline.commit else ""
     return f"{baseline.path} ({baseline.created[:10]}{commit})"
@@ -428,7 +470,11 @@ def judge(
     machine: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Policy checks, then history checks against ``baseline`` (or a MISSING check naming the file)."""
-    checks = [*check_policy(measurement, bounds), *check_fidelity(measurement, bounds)]
+    checks = [
+        *check_policy(measurement, bounds),
+        *check_fidelity(measurement, bounds),
+        *check_diagnostics(measurement, bounds),
+    ]
     if baseline is not None and measurement.get("call") != baseline.measurement.get("call"):
         detail = (
             f"the baseline was measured with other call settings ({baseline.measurement.get('call')}; "

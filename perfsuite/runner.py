@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from perfsuite.catalog import ModelSpec
+from perfsuite.diagnostics import collect
 from perfsuite.globalstate import GlobalSnapshot, reset_compiler_state
 from perfsuite.matrix import Combo
 from perfsuite.measure import PeakMemory, counting_dynamo, time_call, trace_call
@@ -38,6 +39,7 @@ class RunSettings:
     rounds: int = 10
     trace: bool = True
     confidence: float = 0.95
+    diagnostics: bool = True
 
     def __post_init__(self) -> None:
         if self.warmup < 1:
@@ -135,6 +137,8 @@ class CaseResult:
     fidelity: dict[str, Any] | None = None
     #: The call settings that shape the work (steps, size, guidance): results compare only when equal.
     call: dict[str, Any] = field(default_factory=dict)
+    #: :meth:`perfsuite.diagnostics.Diagnostics.to_dict`: per-stage times, host syncs, FLOPs.
+    diagnostics: dict[str, Any] | None = None
 
     @property
     def case_id(self) -> str:
@@ -166,6 +170,7 @@ class CaseResult:
             "first_attempt": self.first_attempt,
             "fidelity": self.fidelity,
             "call": self.call,
+            "diagnostics": self.diagnostics,
         }
 
 
@@ -291,6 +296,12 @@ def _measure(
             image=image,
             call=call_settings(spec),
         )
+        if settings.diagnostics:
+            # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
+            # counter, so a quantized combo is counted on the reference pipeline: the same math.
+            flops_pipe = reference.pipe if "int8-dq" in combo.techniques else None
+            found = collect(pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
+            result = dataclasses.replace(result, diagnostics=found.to_dict())
         if remeasure is not None and remeasure(result):
             with counting_dynamo() as again:
                 cand_s, ref_s = interleaved_rounds(candidate, reference.timed_call, settings.rounds)

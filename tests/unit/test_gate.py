@@ -14,6 +14,7 @@ from perfsuite.gate import (
     NOT_COMPARED,
     PASS,
     Verdict,
+    check_diagnostics,
     check_fidelity,
     check_history,
     check_policy,
@@ -241,3 +242,25 @@ def test_a_baseline_of_other_call_settings_is_not_compared_and_counts_as_missing
     assert verdict.passed and verdict.status == MISSING
     (check,) = verdict.missing
     assert "other call settings" in check.detail and "'num_inference_steps': 30" in check.detail
+
+
+def test_compile_health_and_syncs_per_step_are_gated_by_policy():
+    data = {**measurement(1.0, 1.0), "graph_breaks": 2, "recompiles": 0}
+    checks = check_diagnostics(data, bounds())
+    assert by_field(checks, "graph breaks", "policy").status == FAIL
+    assert (
+        "max_graph_breaks from perfsuite built-in default"
+        in by_field(checks, "graph breaks", "policy").source
+    )
+    assert by_field(checks, "recompiles", "policy").status == PASS
+    assert not [c for c in checks if c.field == "syncs per step"]  # not set in the policy: not checked
+
+    strict = bounds(max_syncs_per_step=0.0)
+    data["diagnostics"] = {"host_syncs": {"per_step_syncs": [0, 1, 0], "unavailable_reason": None}}
+    check = by_field(check_diagnostics(data, strict), "syncs per step", "policy")
+    assert check.status == FAIL and "1 host-device syncs in the worst" in check.obtained
+    data["diagnostics"] = {
+        "host_syncs": {"per_step_syncs": None, "unavailable_reason": "no host-device sync on CPU"}
+    }
+    check = by_field(check_diagnostics(data, strict), "syncs per step", "policy")
+    assert check.status == NOT_COMPARED and check.detail == "no host-device sync on CPU"
