@@ -1,0 +1,118 @@
+"""The GitHub workflow that runs the suite: actionlint, and the structure the README promises."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "perf.yml"
+
+
+def find_tool(name: str) -> str | None:
+    """``name`` on PATH, or next to this Python (a virtualenv's bin folder that is not on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.is_file() else None)
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def steps(workflow: dict[Any, Any], job: str) -> list[dict[str, Any]]:
+    return workflow["jobs"][job]["steps"]
+
+
+def step_named(workflow: dict[Any, Any], job: str, name: str) -> dict[str, Any]:
+    matches = [s for s in steps(workflow, job) if s.get("name") == name]
+    assert len(matches) == 1, f"job {job} has {len(matches)} steps named {name!r}"
+    return matches[0]
+
+
+def test_actionlint_accepts_the_workflow():
+    actionlint = find_tool("actionlint")
+    if actionlint is None:
+        pytest.skip(
+            "actionlint is not installed: pip install -e '.[workflow-lint]' (its build downloads the "
+            "actionlint binary from GitHub releases)"
+        )
+    command = [actionlint, "-config-file", str(ROOT / ".github" / "actionlint.yaml")]
+    shellcheck = find_tool("shellcheck")
+    command += ["-shellcheck", shellcheck or ""]  # an empty path turns the shell-script checks off
+    result = subprocess.run([*command, str(WORKFLOW)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_triggers_are_pull_requests_manual_runs_and_the_default_branch(workflow):
+    # PyYAML reads the bare key `on` as the boolean True (YAML 1.1).
+    triggers = workflow.get("on", workflow.get(True))
+    assert {"pull_request", "workflow_dispatch"} <= set(triggers)
+    assert triggers["push"] == {"branches": ["main"]}
+    assert set(triggers["workflow_dispatch"]["inputs"]) == {"models", "preset", "update_baselines"}
+
+
+def test_gpu_job_runs_alone_on_a_self_hosted_gpu_runner(workflow):
+    gpu = workflow["jobs"]["gpu"]
+    assert {"self-hosted", "gpu"} <= set(gpu["runs-on"])
+    assert gpu["concurrency"] == {"group": "perf-gpu", "cancel-in-progress": False}
+    assert gpu["timeout-minutes"] <= 360
+
+
+def test_gpu_job_gates_with_strict_baselines_and_writes_the_report(workflow):
+    run = step_named(workflow, "gpu", "Run the gated suite")["run"]
+    assert "python -m pytest tests/perf" in run
+    for option in ("--perf-strict", "--perf-report perf-report", "--perf-device cuda", "--benchmark-json"):
+        assert option in run, f"the gated run lacks {option}"
+    installs = step_named(workflow, "gpu", "Install perfsuite")
+    assert 'pip install -e ".[dev]"' in installs["run"]
+
+
+def test_every_artifact_upload_runs_even_when_the_suite_failed(workflow):
+    uploads = [
+        (job, step)
+        for job in workflow["jobs"]
+        for step in steps(workflow, job)
+        if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
+    assert {step["with"]["path"] for _, step in uploads} >= {"perf-report/", "perf-report-cpu/"}
+    for job, step in uploads:
+        assert "always()" in str(step.get("if", "")), f"{job}: {step.get('name')} is skipped after a failure"
+    report = step_named(workflow, "gpu", "Upload the report")
+    assert report["if"] == "always()"
+
+
+def test_the_summary_is_posted_once_by_the_plugin_not_by_a_step(workflow):
+    for job in workflow["jobs"]:
+        for step in steps(workflow, job):
+            run = step.get("run", "")
+            assert not ("summary.md" in run and "GITHUB_STEP_SUMMARY" in run), step.get("name")
+
+
+def test_caches_are_keyed_on_the_model_list_and_the_base_commit(workflow):
+    hf = step_named(workflow, "gpu", "Restore the Hugging Face cache")
+    assert hf["with"]["path"] == "~/.cache/huggingface"
+    assert "env.PERF_MODELS" in hf["with"]["key"]
+    base = step_named(workflow, "gpu", "Restore the base branch's results")
+    assert base["uses"].startswith("actions/cache/restore@")
+    assert "github.event.pull_request.base.sha" in base["with"]["key"]
+    save = step_named(workflow, "gpu", "Save them in the cache under this commit's sha")
+    assert save["uses"].startswith("actions/cache/save@") and "github.sha" in save["with"]["key"]
+    compare = step_named(workflow, "gpu", "Compare with the base branch (informative)")
+    assert compare["continue-on-error"] is True
+
+
+def test_cpu_smoke_job_uses_cpu_wheels_and_the_fast_cases(workflow):
+    cpu = workflow["jobs"]["cpu-smoke"]
+    assert cpu["runs-on"] == "ubuntu-latest"
+    runs = "\n".join(step.get("run", "") for step in cpu["steps"])
+    assert "--index-url https://download.pytorch.org/whl/cpu" in runs
+    assert "python -m pytest tests/unit" in runs
+    assert 'python -m pytest tests/perf -m "not slow"' in runs and "--perf-device cpu" in runs
+    assert "--perf-strict" not in runs
