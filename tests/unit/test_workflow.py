@@ -50,6 +50,25 @@ def test_actionlint_accepts_the_workflow():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_workflow_matches_the_github_workflow_schema():
+    """check-jsonschema ships SchemaStore's GitHub workflow schema, so this runs offline."""
+    tool = find_tool("check-jsonschema")
+    assert tool is not None, "check-jsonschema is part of the dev extra: pip install -e '.[dev]'"
+    command = [tool, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text(WORKFLOW.read_text().replace("runs-on:", "run-on:", 1))
+    tool = find_tool("check-jsonschema")
+    assert tool is not None
+    result = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", str(broken)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode != 0 and "run-on" in result.stdout + result.stderr
+
+
 def test_triggers_are_pull_requests_manual_runs_and_the_default_branch(workflow):
     # PyYAML reads the bare key `on` as the boolean True (YAML 1.1).
     triggers = workflow.get("on", workflow.get(True))
