@@ -6,35 +6,24 @@ This is the only module that knows about pytest. It is registered as the ``perfs
 
 from __future__ import annotations
 
-import argparse
-import copy
-import dataclasses
 import os
-import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from perfsuite import hardware
+from perfsuite import hardware, options
+from perfsuite.session import PerfCase, PerfSession, worker_payload, write_session_report, write_updates
 
 if TYPE_CHECKING:
-    import torch
-
-    from perfsuite.baselines import Bounds, Policy
-    from perfsuite.catalog import ModelSpec
-    from perfsuite.gate import Check, Verdict
-    from perfsuite.hardware import MachineInfo
-    from perfsuite.matrix import Combo, Plan
-    from perfsuite.runner import CaseResult, Reference, RunSettings
+    from perfsuite.gate import Check
+    from perfsuite.runner import CaseResult
 
 __all__ = ["PerfCase", "PerfSession"]
 
-DEFAULT_PRESET = "ladder"
-DEFAULT_MODEL = "tiny-sd"
+DEFAULT_PRESET, DEFAULT_MODEL = options.DEFAULT_PRESET, options.DEFAULT_MODEL
 
 # Idle OpenMP workers spin by default. On a small CPU runner the workers of eager torch and those of
 # inductor-compiled C++ kernels then starve each other, and compiled calls run up to 100x slower
@@ -43,126 +32,51 @@ DEFAULT_MODEL = "tiny-sd"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _preset(value: str) -> str:
-    from perfsuite.matrix import PRESETS
-
-    if value not in PRESETS:
-        raise argparse.ArgumentTypeError(f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)}")
-    return value
-
-
-def _device(value: str) -> str:
-    if value == "auto":
-        return value
-    try:
-        return hardware.validate_device(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; or 'auto' (CUDA when present, else CPU)") from None
-
-
-def _models(value: str) -> list[str]:
-    from perfsuite.catalog import available_models
-
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"no model named; choose from {', '.join(available_models())}")
-    for name in names:
-        looks_like_path_or_hub_id = "/" in name or os.sep in name or os.path.isdir(name)
-        if name not in available_models() and not looks_like_path_or_hub_id:
-            raise argparse.ArgumentTypeError(
-                f"unknown model {name!r}; choose from {', '.join(available_models())}, "
-                "a local pipeline directory, or a cached hub id (org/name)"
-            )
-    return names
-
-
-def _positive_int(minimum: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
-def _size(value: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels such as 1024x1024, got {value!r}")
-    height, width = int(match[1]), int(match[2])
-    if height % 8 or width % 8 or not height or not width:
-        raise argparse.ArgumentTypeError(
-            f"height and width must be positive multiples of 8 (the VAE downsamples by 8), got {value!r}"
-        )
-    return height, width
-
-
-def _shard(value: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected I/N such as 1/4 (shard I of N, from 1), got {value!r}")
-    index, count = int(match[1]), int(match[2])
-    if not 1 <= index <= count:
-        raise argparse.ArgumentTypeError(f"shard index must be between 1 and {count}, got {value!r}")
-    return index, count
-
-
-def _profile(value: str) -> str:
-    try:
-        return hardware.validate_profile_id(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfsuite", "perfsuite: diffusion inference performance suite")
     group.addoption(
         "--perf-device",
-        type=_device,
+        type=options.device,
         default="auto",
         help="device to run on: auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Default: auto.",
     )
     group.addoption(
         "--perf-model",
-        type=_models,
+        type=options.models,
         default=[DEFAULT_MODEL],
         help="comma-separated models: a catalog name (tiny-sd, tiny-sdxl, sd15, sdxl), a local "
         f"pipeline directory or a cached hub id. Default: {DEFAULT_MODEL}.",
     )
     group.addoption(
         "--perf-preset",
-        type=_preset,
+        type=options.preset,
         default=DEFAULT_PRESET,
         help=f"which optimization combos to run: ladder, single, pairs or full. Default: {DEFAULT_PRESET}.",
     )
     group.addoption(
         "--perf-rounds",
-        type=_positive_int(3),
+        type=options.positive_int(3),
         default=None,
         help="timed rounds per combo; each round times one reference and one candidate call. "
         "Default: 10 on CPU, 20 on CUDA.",
     )
     group.addoption(
         "--perf-warmup",
-        type=_positive_int(1),
+        type=options.positive_int(1),
         default=None,
         help="untimed warm-up calls per combo; the first is the cold start (compile). "
         "Default: 2 on CPU, 3 on CUDA.",
     )
     group.addoption(
         "--perf-steps",
-        type=_positive_int(1),
+        type=options.positive_int(1),
         default=None,
         help="denoising steps per call. Default: the model's own (30 for sd15/sdxl as in the guide, "
         "8 for the tiny models). Baselines are only compared at the same steps and size.",
     )
     group.addoption(
         "--perf-size",
-        type=_size,
+        type=options.size,
         default=None,
         metavar="HxW",
         help="image height x width in pixels, multiples of 8. Default: the model's native size "
@@ -170,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--perf-shard",
-        type=_shard,
+        type=options.shard,
         default=None,
         metavar="I/N",
         help="run only shard I of N (from 1) of the perf cases, for splitting one matrix across CI "
@@ -179,7 +93,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--perf-profile",
-        type=_profile,
+        type=options.profile,
         default=None,
         help="hardware profile id to record results under (e.g. cuda-nvidia-h200). Default: detected.",
     )
@@ -210,158 +124,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail a case that has no stored baseline for this profile (for CI). "
         "Default: report it as missing.",
     )
-
-
-@dataclass(frozen=True)
-class PerfCase:
-    """One test case: a model and a combo (its id is ``model/combo``)."""
-
-    model: str
-    combo: Combo
-
-    @property
-    def id(self) -> str:
-        return f"{self.model}/{self.combo.id}"
-
-
-@dataclass
-class PerfSession:
-    """Session state: the device, the models built so far, the references, and every result."""
-
-    device: torch.device
-    capabilities: hardware.Capabilities
-    profile: str
-    preset: str
-    model_names: list[str]
-    settings: RunSettings
-    call_overrides: dict[str, Any] = field(default_factory=dict)
-    specs: dict[str, ModelSpec] = field(default_factory=dict)
-    base_pipes: dict[str, Any] = field(default_factory=dict)
-    references: dict[str, Reference] = field(default_factory=dict)
-    plans: dict[str, Plan] = field(default_factory=dict)
-    results: list[CaseResult] = field(default_factory=list)
-    baselines_dir: Path = Path("baselines")
-    policy: Policy | None = None
-    strict: bool = False
-    update: bool = False
-    machine: MachineInfo | None = None
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-    #: Cases skipped at run time (unsupported on this model) and cases that raised: (model, combo, text).
-    skipped: list[tuple[str, str, str]] = field(default_factory=list)
-    errors: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Outcome of --perf-update-baselines, filled at session finish for the terminal summary.
-    update_report: list[str] = field(default_factory=list)
-
-    def bounds(self, model: str, combo: str) -> Bounds:
-        assert self.policy is not None
-        return self.policy.bounds_for(model, combo, self.profile)
-
-    def assess(self, result: CaseResult) -> CaseResult:
-        """``result`` with its fidelity against the in-run reference and the stored reference image."""
-        from perfsuite.baselines import BaselineFileError, reference_image_path
-        from perfsuite.fidelity import ImageFileError, assess, load_png
-
-        png = reference_image_path(self.baselines_dir, self.profile, result.model, result.combo)
-        stored, note, missing = None, "", False
-        if not self.update:  # an update rewrites the stored image, so there is nothing to compare with
-            try:
-                stored = load_png(png)
-            except FileNotFoundError:
-                note, missing = f"no stored reference image at {png}", True
-            except ImageFileError as exc:
-                raise BaselineFileError(f"{exc}; regenerate it with --perf-update-baselines") from exc
-        reference = self.reference(result.model).image
-        fidelity = assess(result.image, reference, stored, result.case_id, note)
-        fidelity["stored_missing"] = missing
-        fidelity["stored_checked"] = not self.update
-        return dataclasses.replace(result, fidelity=fidelity)
-
-    def write_fidelity_artifacts(self, result: CaseResult, verdict: Verdict) -> list[str]:
-        """On a failed SSIM check: ``.obtained.png``, ``.diff.png`` (and ``.expected.png`` for the in-run
-        reference) next to the stored reference. Returns a note naming the files, or nothing."""
-        from perfsuite.baselines import diff_path, expected_path, obtained_path, reference_image_path
-        from perfsuite.fidelity import diff_image, load_png, save_png, to_float01
-
-        failed = [c for c in verdict.failures if c.field == "ssim"]
-        if not failed:
-            return []
-        where = (self.baselines_dir, self.profile, result.model, result.combo)
-        obtained = save_png(obtained_path(*where, ext="png"), result.image)
-        if any(c.kind == "policy" for c in failed):
-            expected = save_png(expected_path(*where), self.reference(result.model).image)
-            against = self.reference(result.model).image
-        else:
-            expected = reference_image_path(*where)
-            against = to_float01(load_png(expected))
-        diff = save_png(diff_path(*where), diff_image(result.image, against))
-        return [f"images: obtained {obtained}; expected {expected}; diff (|obtained - expected| x10) {diff}"]
-
-    def judge(self, result: CaseResult) -> Verdict:
-        """Policy and history checks of one result; a malformed baseline file raises its error."""
-        from perfsuite.baselines import MissingBaselineError, baseline_path, load_baseline
-        from perfsuite.gate import judge
-
-        measurement = result.to_dict()
-        bounds = self.bounds(result.model, result.combo)
-        path = baseline_path(self.baselines_dir, self.profile, result.model, result.combo)
-        machine = self.machine.to_dict() if self.machine else None
-        if self.update:
-            return judge(result.model, result.combo, self.profile, measurement, bounds, None)
-        try:
-            baseline = load_baseline(self.baselines_dir, self.profile, result.model, result.combo)
-        except MissingBaselineError as exc:
-            return judge(
-                result.model, result.combo, self.profile, measurement, bounds, None,
-                baseline_file=path, missing_reason=str(exc),
-            )  # fmt: skip
-        return judge(result.model, result.combo, self.profile, measurement, bounds, baseline, machine=machine)
-
-    def spec(self, model: str) -> ModelSpec:
-        """The model's spec, with the session's ``--perf-steps`` / ``--perf-size`` applied."""
-        if model not in self.specs:
-            from perfsuite.catalog import get_model
-
-            spec = get_model(model)
-            call = dict(spec.call_kwargs)
-            call.update(self.call_overrides)
-            self.specs[model] = dataclasses.replace(spec, call_kwargs=call)
-        return self.specs[model]
-
-    def plan(self, model: str) -> Plan:
-        if model not in self.plans:
-            from perfsuite.matrix import build_plan
-
-            family = self.spec(model).family
-            self.plans[model] = build_plan(self.preset, self.device, self.capabilities, family)
-        return self.plans[model]
-
-    def base_pipe(self, model: str) -> Any:
-        """The fp32 pipeline of ``model``, built once per session; never modified."""
-        if model not in self.base_pipes:
-            import torch
-
-            self.base_pipes[model] = self.spec(model).build(self.device, torch.float32)
-        return self.base_pipes[model]
-
-    def fresh_pipe(self, model: str, dtype: str) -> Any:
-        """A private copy of the base pipeline in ``dtype``, for one case to modify freely."""
-        from perfsuite.optimizations import torch_dtype
-
-        pipe = copy.deepcopy(self.base_pipe(model))
-        return pipe.to(dtype=torch_dtype(dtype))
-
-    def reference(self, model: str) -> Reference:
-        if model not in self.references:
-            from perfsuite.fidelity import check_finite, check_structure
-            from perfsuite.runner import Reference
-
-            pipe = self.fresh_pipe(model, "fp32")
-            reference = Reference.build(self.spec(model), pipe, self.device, self.settings.warmup)
-            what = f"the fp32 eager reference output of {model}"
-            check_finite(reference.image, what)
-            check_structure(reference.image, what)
-            self.references[model] = reference
-        return self.references[model]
 
 
 PERF_SESSION = pytest.StashKey[PerfSession]()
@@ -735,7 +497,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # a pytest-xdist worker: hand everything to the controller
         if perf is not None:
-            workeroutput["perfsuite"] = _worker_payload(perf)
+            workeroutput["perfsuite"] = worker_payload(perf)
         return
     parts = config.stash.get(WORKER_PARTS, [])
     report_dir = config.getoption("perf_report", None)
@@ -744,57 +506,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 WORKER_PARTS = pytest.StashKey[list[dict[str, Any]]]()
-
-
-def _case_entries(
-    perf: PerfSession,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, str]]]:
-    from perfsuite.report import case_entry, skipped_entries
-
-    cases = [case_entry(r.to_dict(), perf.verdicts.get(r.case_id), status=None if r.case_id in perf.verdicts
-             else "error") for r in perf.results]  # fmt: skip
-    skipped = [*skipped_entries({m: perf.plans[m] for m in perf.plans}),
-               *({"model": m, "combo": c, "reason": why} for m, c, why in perf.skipped)]  # fmt: skip
-    errors = [{"model": m, "combo": c, "message": text} for m, c, text in perf.errors]
-    return cases, skipped, errors
-
-
-def _case_images(perf: PerfSession) -> dict[str, dict[str, bytes]]:
-    """PNG bytes of each case's output, its in-run reference and their amplified difference."""
-    from perfsuite.fidelity import diff_image, encode_png
-
-    images = {}
-    for result in perf.results:
-        if (result.fidelity or {}).get("non_finite"):
-            continue
-        reference = perf.references[result.model].image
-        images[result.case_id] = {
-            "obtained": encode_png(result.image),
-            "reference": encode_png(reference),
-            "diff": encode_png(diff_image(result.image, reference)),
-        }
-    return images
-
-
-def _worker_payload(perf: PerfSession) -> dict[str, Any]:
-    from perfsuite.report import summary_lines
-
-    cases, skipped, errors = _case_entries(perf)
-    return {
-        "cases": cases,
-        "skipped": skipped,
-        "errors": errors,
-        "images": _case_images(perf),
-        "machine": perf.machine.to_dict() if perf.machine else None,
-        "profile": perf.profile,
-        "device": str(perf.device),
-        "preset": perf.preset,
-        "models": perf.model_names,
-        "lines": [
-            *summary_lines(perf.results, perf.plans, perf.device, perf.profile, perf.verdicts),
-            *perf.update_report,
-        ],
-    }
 
 
 def pytest_testnodedown(node: Any, error: Any) -> None:
@@ -807,94 +518,15 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def _write_report(
     config: pytest.Config, folder: Path, perf: PerfSession | None, parts: list[dict[str, Any]]
 ) -> None:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     from perfsuite.baselines import current_commit
-    from perfsuite.report import append_step_summary, results_document, write_report
 
     if perf is not None:
-        parts = [*parts, {**_worker_payload(perf), "lines": []}]
-    first = parts[0]
-    cases = [case for part in parts for case in part["cases"]]
-    skipped = list({(e["model"], e["combo"]): e for part in parts for e in part["skipped"]}.values())
-    ran = {(c["model"], c["combo"]) for c in cases}
-    skipped = [e for e in skipped if (e["model"], e["combo"]) not in ran]
-    images = {
-        case_id: {kind: np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for kind, png in kinds.items()}
-        for part in parts
-        for case_id, kinds in part["images"].items()
-    }
-    document = results_document(
-        machine=first["machine"],
-        profile=first["profile"],
-        device=", ".join(sorted({part["device"] for part in parts})),
-        preset=first["preset"],
-        models=first["models"],
-        cases=cases,
-        skipped=skipped,
-        errors=[e for part in parts for e in part["errors"]],
-        commit=current_commit(config.rootpath),
-    )
-    files = write_report(folder, document, images)
+        parts = [*parts, {**worker_payload(perf), "lines": []}]
+    files = write_session_report(folder, parts, current_commit(config.rootpath))
     config.stash[REPORT_FILES] = [str(files.results), str(files.summary), str(files.html)]
-    append_step_summary(files.summary.read_text(encoding="utf-8"))
 
 
 REPORT_FILES = pytest.StashKey[list[str]]()
-
-
-def write_updates(perf: PerfSession) -> list[str]:
-    """Write the baselines of every case measured this session, all staged before any is replaced.
-
-    Returns the report lines: per case, what changed (old -> new).
-    """
-    from perfsuite.baselines import (
-        BaselineFileError,
-        MissingBaselineError,
-        atomic_write_many,
-        current_commit,
-        diff_measurements,
-        load_baseline,
-        reference_image_path,
-        render_baseline,
-    )
-    from perfsuite.fidelity import encode_png
-
-    assert perf.machine is not None
-    commit = current_commit(perf.baselines_dir)
-    files: dict[Path, bytes] = {}
-    folder = perf.baselines_dir / perf.profile
-    lines = [f"perfsuite: baselines updated under {folder} (policy.toml untouched)"]
-    for result in perf.results:
-        measurement = result.to_dict()
-        if (result.fidelity or {}).get("non_finite"):
-            lines.append(f"  {result.case_id}: NOT written: its output is not finite")
-            continue
-        path, text = render_baseline(
-            perf.baselines_dir, perf.profile, result.model, result.combo,
-            measurement=measurement, machine=perf.machine, commit=commit,
-        )  # fmt: skip
-        files[path] = text.encode("utf-8")
-        png = reference_image_path(perf.baselines_dir, perf.profile, result.model, result.combo)
-        files[png] = encode_png(result.image)
-        try:
-            old = load_baseline(perf.baselines_dir, perf.profile, result.model, result.combo)
-        except MissingBaselineError:
-            lines.append(f"  {result.case_id}: new baseline {path}")
-            continue
-        except BaselineFileError as exc:
-            lines.append(f"  {result.case_id}: replaces an unreadable file ({exc})")
-            continue
-        changes = "; ".join(str(c) for c in diff_measurements(old, measurement) if c.changed)
-        lines.append(f"  {result.case_id}: {changes or 'unchanged'}")
-    if not files:
-        return ["perfsuite: --perf-update-baselines: no case was measured, so no baseline was written"]
-    atomic_write_many(files)
-    lines.append(f"  {len(files)} file(s) written; review them with `git diff {perf.baselines_dir}`")
-    return lines
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,0 +1,100 @@
+"""Parsers of the ``--perf-*`` option values: each rejects a bad value at parse time, saying why."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any
+
+from perfsuite import hardware
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PRESET",
+    "device",
+    "models",
+    "positive_int",
+    "preset",
+    "profile",
+    "shard",
+    "size",
+]
+
+DEFAULT_PRESET = "ladder"
+DEFAULT_MODEL = "tiny-sd"
+
+
+def preset(value: str) -> str:
+    from perfsuite.matrix import PRESETS
+
+    if value not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {value!r}; choose one of: {', '.join(PRESETS)}")
+    return value
+
+
+def device(value: str) -> str:
+    if value == "auto":
+        return value
+    try:
+        return hardware.validate_device(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or 'auto' (CUDA when present, else CPU)") from None
+
+
+def models(value: str) -> list[str]:
+    from perfsuite.catalog import available_models
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no model named; choose from {', '.join(available_models())}")
+    for name in names:
+        looks_like_path_or_hub_id = "/" in name or os.sep in name or os.path.isdir(name)
+        if name not in available_models() and not looks_like_path_or_hub_id:
+            raise argparse.ArgumentTypeError(
+                f"unknown model {name!r}; choose from {', '.join(available_models())}, "
+                "a local pipeline directory, or a cached hub id (org/name)"
+            )
+    return names
+
+
+def positive_int(minimum: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def size(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels such as 1024x1024, got {value!r}")
+    height, width = int(match[1]), int(match[2])
+    if height % 8 or width % 8 or not height or not width:
+        raise argparse.ArgumentTypeError(
+            f"height and width must be positive multiples of 8 (the VAE downsamples by 8), got {value!r}"
+        )
+    return height, width
+
+
+def shard(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 1/4 (shard I of N, from 1), got {value!r}")
+    index, count = int(match[1]), int(match[2])
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"shard index must be between 1 and {count}, got {value!r}")
+    return index, count
+
+
+def profile(value: str) -> str:
+    try:
+        return hardware.validate_profile_id(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
