@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["GlobalSnapshot", "LeakedGlobalsError", "preserved_globals", "reset_compiler_state"]
+__all__ = [
+    "GlobalSnapshot",
+    "LeakedGlobalsError",
+    "fresh_compile_caches",
+    "preserved_globals",
+    "reset_compiler_state",
+]
 
 
 class LeakedGlobalsError(AssertionError):
@@ -148,3 +154,34 @@ def preserved_globals() -> Iterator[GlobalSnapshot]:
 def reset_compiler_state() -> None:
     """Drop dynamo's compiled code and guards so the next compile starts cold."""
     torch.compiler.reset()
+
+
+_CODE_CACHES = ("PyCodeCache", "CppCodeCache", "CppPythonBindingsCodeCache", "CppWrapperCodeCache")
+
+
+@contextmanager
+def fresh_compile_caches(root: str) -> Iterator[str]:
+    """Run the block with empty inductor and Triton caches: a new folder under ``root`` on disk, and
+    inductor's in-process code caches cleared, so a compiled combo pays its own cold start instead of
+    reusing kernels that an earlier combo compiled. The environment is restored afterwards."""
+    import os
+    import tempfile
+
+    import torch._inductor.codecache as codecache
+
+    folder = tempfile.mkdtemp(prefix="combo-", dir=root)
+    saved = {key: os.environ.get(key) for key in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+    for name in _CODE_CACHES:
+        cache = getattr(codecache, name, None)
+        if cache is not None:
+            cache.cache_clear()
+    try:
+        yield folder
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -6,6 +6,7 @@ This is the only module that knows about pytest. It is registered as the ``perfs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -352,7 +353,10 @@ def perf_session(request: pytest.FixtureRequest) -> PerfSession:
 @pytest.fixture
 def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureRequest) -> Any:
     """A callable that measures a :class:`PerfCase`, times it through pytest-benchmark, and records it."""
+    import torch
+
     from perfsuite.baselines import BaselineFileError
+    from perfsuite.globalstate import fresh_compile_caches
     from perfsuite.optimizations import Target, Unsupported
     from perfsuite.runner import run_case
 
@@ -371,20 +375,28 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
             reporter = request.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write(f" [compiling {case.id}: the first call can take minutes] ", yellow=True)
+        own_cache = request.config.stash.get(INDUCTOR_CACHE, None)
+        caches: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if case.combo.compiles and own_cache is not None:
+            caches = fresh_compile_caches(own_cache)  # unless the user chose TORCHINDUCTOR_CACHE_DIR
         try:
-            result = run_case(
-                spec,
-                case.combo,
-                lambda dtype: perf_session.fresh_pipe(case.model, dtype),
-                reference,
-                target,
-                perf_session.settings,
-                rounds_runner=_benchmark_rounds(benchmark),
-                remeasure=lambda first: _suspect(perf_session, first, suspects),
-            )
+            with caches:
+                result = run_case(
+                    spec,
+                    case.combo,
+                    lambda dtype: perf_session.fresh_pipe(case.model, dtype),
+                    reference,
+                    target,
+                    perf_session.settings,
+                    rounds_runner=_benchmark_rounds(benchmark),
+                    remeasure=lambda first: _suspect(perf_session, first, suspects),
+                )
         except Unsupported as exc:
             perf_session.skipped.append((case.model, case.combo.id, f"unsupported: {exc}"))
             pytest.skip(f"unsupported on {case.model}: {exc}")
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            # run_case has already released the pipeline and restored the globals: the session goes on.
+            pytest.fail(_out_of_memory(case, perf_session, exc), pytrace=False)
         try:
             result = perf_session.assess(result)
             perf_session.results.append(result)
@@ -407,6 +419,22 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
 
     suspects: list[Check] = []
     return run
+
+
+def _out_of_memory(case: PerfCase, session: PerfSession, exc: BaseException) -> str:
+    device = session.device
+    where = str(device)
+    if device.type == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(device).total_memory
+        where += f" ({total / 2**30:.1f} GiB)"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"{case.id}: out of memory on {where}: {first_line}\n"
+        "  the combo was released and the session goes on. Try a smaller --perf-size or fewer "
+        "--perf-steps, drop -n so one process owns the device, or run this combo alone (-k)."
+    )
 
 
 def _suspect(session: PerfSession, first: CaseResult, suspects: list[Check]) -> bool:
