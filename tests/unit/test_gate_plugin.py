@@ -4,7 +4,6 @@ update, a planted slowdown, a planted fidelity regression and a non-finite outpu
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,22 +11,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 POLICY = Path(__file__).resolve().parents[2] / "baselines" / "policy.toml"
-
-SUITE = """
-def test_combo(perf_case, perf_run):
-    perf_run(perf_case)
-"""
-
 FAST = ("--perf-device=cpu", "--perf-rounds=3", "--perf-warmup=1", "-p", "no:randomly")
 THREE = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math or fp32+channels-last")
-
-
-@pytest.fixture
-def project(pytester):
-    (pytester.path / "baselines").mkdir()
-    shutil.copy(POLICY, pytester.path / "baselines" / "policy.toml")
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
 
 
 def stored(project) -> dict[str, bytes]:
@@ -217,3 +202,27 @@ def test_a_non_finite_output_fails_with_its_own_message_and_the_session_goes_on(
     )
     assert combo_file(project, "fp32").exists()
     assert not list((project.path / "baselines").glob("cpu-*/tiny-sd/bf16.*"))
+
+
+FLAT_VAE = """
+import diffusers
+
+_decode = diffusers.AutoencoderKL.decode
+
+
+def decode(self, z, *args, **kwargs):
+    out = _decode(self, z, *args, **kwargs)
+    sample = out[0] if isinstance(out, tuple) else out.sample
+    sample.zero_()  # a flat grey image, as a blanked or clamped output would be
+    return out
+
+
+diffusers.AutoencoderKL.decode = decode
+"""
+
+
+def test_a_degenerate_reference_image_fails_the_cases_of_that_model(project):
+    project.makeconftest(FLAT_VAE)
+    result = project.runpytest_subprocess(*FAST, "--perf-preset=single", "-k", "fp32] or sdpa-math")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*the fp32 eager reference output of tiny-sd is flat*SSIM against a flat*"])

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 pytest_plugins = ["pytester"]
 
-POLICY = Path(__file__).resolve().parents[2] / "baselines" / "policy.toml"
-
 
 @pytest.fixture(autouse=True)
-def _policy(pytester):
+def _policy(project):
     """Each pytester project gets the shipped policy in its own <rootdir>/baselines."""
-    folder = pytester.path / "baselines"
-    folder.mkdir()
-    shutil.copy(POLICY, folder / "policy.toml")
 
 
 SUITE = """
