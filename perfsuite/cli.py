@@ -145,7 +145,7 @@ def _cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_baselines_show(args: argparse.Namespace, out: TextIO) -> int:
     from perfsuite.baselines import list_baselines
-    from perfsuite.report.digest import number
+    from perfsuite.gate import number
     from perfsuite.report.units import format_bytes, format_seconds, format_speedup
 
     if not args.dir.is_dir():

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.baselines import Baseline, Policy
-from perfsuite.gate import Check, Verdict, check_fidelity, check_history, check_policy
-from perfsuite.report.digest import number
+from perfsuite.gate import Check, Verdict, check_fidelity, check_history, check_policy, number
 from perfsuite.report.results import case_key
 
 __all__ = ["CaseComparison", "ResultsComparison", "compare_results", "worsening"]

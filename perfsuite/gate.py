@@ -46,9 +46,11 @@ __all__ = [
     "check_fidelity",
     "check_history",
     "check_policy",
+    "interval",
     "judge",
     "machine_fingerprint",
     "missing_baseline",
+    "number",
 ]
 
 #: Significance level of the one-sided Mann-Whitney test behind every latency history failure.
@@ -82,10 +84,6 @@ class Check:
     source: str
     detail: str = ""
     timing: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAIL
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,16 +211,20 @@ def machine_fingerprint(machine: Mapping[str, Any]) -> str:
 # --- the checks --------------------------------------------------------------------------------------
 
 
-def _number(measurement: Mapping[str, Any], key: str) -> float | None:
-    value = measurement.get(key)
+def number(measurement: Mapping[str, Any] | None, key: str) -> float | None:
+    """A finite number of the measurement, or None."""
+    value = (measurement or {}).get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _interval(measurement: Mapping[str, Any], key: str) -> tuple[float, float] | None:
-    value = measurement.get(key)
-    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+def interval(measurement: Mapping[str, Any] | None, key: str) -> tuple[float, float] | None:
+    """A ``[low, high]`` pair of finite numbers of the measurement, or None."""
+    value = (measurement or {}).get(key)
+    if not (isinstance(value, list | tuple) and len(value) == 2):
+        return None
+    if all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
         return float(value[0]), float(value[1])
     return None
 
@@ -235,18 +237,18 @@ def _samples(measurement: Mapping[str, Any], key: str) -> list[float]:
 
 
 def _speedup_text(measurement: Mapping[str, Any]) -> str:
-    estimate = _number(measurement, "speedup")
+    estimate = number(measurement, "speedup")
     if estimate is None:
         return "(none)"
-    ci = _interval(measurement, "speedup_ci")
+    ci = interval(measurement, "speedup_ci")
     return _times(estimate) + (f" [95% CI {ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def _latency_text(measurement: Mapping[str, Any]) -> str:
-    median = _number(measurement, "latency_median_s")
+    median = number(measurement, "latency_median_s")
     if median is None:
         return "(none)"
-    ci = _interval(measurement, "latency_ci_s")
+    ci = interval(measurement, "latency_ci_s")
     n = len(_samples(measurement, "latency_samples_s"))
     ci_text = f", CI [{_seconds(ci[0])}, {_seconds(ci[1])}]" if ci else ""
     return f"{_seconds(median)} median{ci_text} ({n} samples)"
@@ -257,8 +259,8 @@ def check_policy(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
     floor = bounds.min_speedup
     obtained = _speedup_text(measurement)
     source = f"min_speedup from {bounds.sources.get('min_speedup', 'policy')}"
-    estimate = _number(measurement, "speedup")
-    ci = _interval(measurement, "speedup_ci")
+    estimate = number(measurement, "speedup")
+    ci = interval(measurement, "speedup_ci")
     if floor <= 0.0:
         return [Check("speedup", "policy", PASS, obtained, "", "none (min_speedup = 0)", source, timing=True)]
     if estimate is None:
@@ -325,7 +327,7 @@ def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Ch
         ("graph_breaks", "graph breaks", "graph breaks while compiling"),
         ("recompiles", "recompiles", "recompilations after the first compile"),
     ):
-        value = _number(measurement, key)
+        value = number(measurement, key)
         if value is None:
             continue
         bound = float(getattr(bounds, f"max_{key}"))
@@ -370,7 +372,7 @@ def _latency_history(
     tolerance = bounds.latency_tolerance
     source = f"{_baseline_label(baseline)}; latency_tolerance from {bounds.sources['latency_tolerance']}"
     obtained, expected = _latency_text(measurement), _latency_text(old)
-    new_median, old_median = _number(measurement, "latency_median_s"), _number(old, "latency_median_s")
+    new_median, old_median = number(measurement, "latency_median_s"), number(old, "latency_median_s")
     new_samples, old_samples = _samples(measurement, "latency_samples_s"), _samples(old, "latency_samples_s")
     if None in (new_median, old_median) or not new_samples or not old_samples or not old_median:
         return Check("latency", "history", NOT_COMPARED, obtained, expected, "", source,
@@ -398,7 +400,7 @@ def _memory_history(measurement: Mapping[str, Any], baseline: Baseline, bounds: 
     old = baseline.measurement
     tolerance = bounds.memory_tolerance
     source = f"{_baseline_label(baseline)}; memory_tolerance from {bounds.sources['memory_tolerance']}"
-    new, before = _number(measurement, "peak_mem_bytes"), _number(old, "peak_mem_bytes")
+    new, before = number(measurement, "peak_mem_bytes"), number(old, "peak_mem_bytes")
     kind_new, kind_old = measurement.get("peak_mem_kind"), old.get("peak_mem_kind")
     obtained = "(none)" if new is None else f"{_mib(new)} ({kind_new})"
     expected = "(none)" if before is None else f"{_mib(before)} ({kind_old})"
@@ -420,11 +422,11 @@ def _speedup_history(measurement: Mapping[str, Any], baseline: Baseline, bounds:
     tolerance = bounds.speedup_tolerance
     source = f"{_baseline_label(baseline)}; speedup_tolerance from {bounds.sources['speedup_tolerance']}"
     obtained, expected = _speedup_text(measurement), _speedup_text(old)
-    new, before = _number(measurement, "speedup"), _number(old, "speedup")
+    new, before = number(measurement, "speedup"), number(old, "speedup")
     if new is None or not before:
         return Check("speedup", "history", NOT_COMPARED, obtained, expected, "", source,
                      "no speedup on one side", True)  # fmt: skip
-    ci, old_ci = _interval(measurement, "speedup_ci"), _interval(old, "speedup_ci")
+    ci, old_ci = interval(measurement, "speedup_ci"), interval(old, "speedup_ci")
     high = ci[1] if ci else new
     old_low = old_ci[0] if old_ci else before
     change = new / before - 1.0

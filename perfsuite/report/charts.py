@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from perfsuite.report.digest import interval, number
+from perfsuite.gate import interval, number
 from perfsuite.report.results import case_key
 
 __all__ = ["Bar", "bar_chart", "bars", "charts"]

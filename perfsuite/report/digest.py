@@ -6,11 +6,11 @@ a measurement without a number shows ``-``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from perfsuite.gate import interval, number
 from perfsuite.report.results import case_key, ssim_of
 from perfsuite.report.units import format_bytes, format_latency, format_seconds, format_speedup, format_ssim
 from perfsuite.stats import NOISY_REL_IQR
@@ -22,8 +22,6 @@ __all__ = [
     "case_rows",
     "count_cases",
     "failed_checks",
-    "interval",
-    "number",
     "update_hint",
 ]
 
@@ -38,24 +36,6 @@ def update_hint(profile: str) -> str:
         "the cases that ran; review the diff in the pull request. baselines/policy.toml (speed and SSIM "
         "floors, tolerances) is never rewritten: it is edited by hand, in review."
     )
-
-
-def number(measurement: Mapping[str, Any] | None, key: str) -> float | None:
-    """A finite number of the measurement, or None."""
-    value = (measurement or {}).get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def interval(measurement: Mapping[str, Any] | None, key: str) -> tuple[float, float] | None:
-    """A ``[low, high]`` pair of finite numbers of the measurement, or None."""
-    value = (measurement or {}).get(key)
-    if isinstance(value, list | tuple) and len(value) == 2:
-        low, high = value
-        if all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-            return float(low), float(high)
-    return None
 
 
 @dataclass(frozen=True)
