@@ -21,10 +21,8 @@ SSIM bounds in the policy must therefore stay below 1 (0.999 leaves room for qua
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,9 +309,9 @@ def assess(
     return result
 
 
-def encode_png(image: npt.ArrayLike) -> bytes:
+def encode_png(image: npt.ArrayLike, what: str = "image") -> bytes:
     """``image`` as the bytes of an 8-bit PNG (for staged, all-or-nothing writes)."""
-    pixels = to_uint8(image, "image")
+    pixels = to_uint8(image, what)
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -322,31 +320,13 @@ def encode_png(image: npt.ArrayLike) -> bytes:
 def save_png(path: str | os.PathLike[str], image: npt.ArrayLike) -> Path:
     """Write ``image`` as an 8-bit PNG, atomically, creating parent directories; return the path.
 
-    The data goes to a temporary file in the same directory, is fsynced, then renamed over ``path`` with
-    :func:`os.replace`, so readers see the old file or the new one, never a partial one.
+    Readers see the old file or the new one, never a partial one
+    (:func:`perfsuite.baselines.atomic_write_bytes` of :func:`encode_png`).
     """
+    from perfsuite.baselines import atomic_write_bytes
+
     target = Path(path)
-    pixels = to_uint8(image, str(target))
-    pil = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable; some filesystems refuse to fsync directories
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            with contextlib.suppress(OSError):
-                os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_write_bytes(target, encode_png(image, str(target)))
     return target
 
 
