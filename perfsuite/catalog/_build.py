@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .families import GUIDE_PROMPT
+
 if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
@@ -17,9 +19,6 @@ __all__ = [
     "finish_module",
     "seeded_on_device",
 ]
-
-#: The prompt of every example in the reference guide (``reference/accelerate-inference-guide.md``).
-GUIDE_PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
 
 
 def _rng_devices(device: torch.device) -> list[int]:

@@ -10,11 +10,9 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-__all__ = ["FAMILIES", "ModelSpec", "UnknownModelError"]
+from .families import FAMILIES, Family, get_family
 
-#: Pipeline families the optimizations know about. ``sd`` is the Stable Diffusion 1.x/2.x shape
-#: (one CLIP text encoder), ``sdxl`` the SDXL shape (two text encoders, text_time conditioning).
-FAMILIES = ("sd", "sdxl")
+__all__ = ["FAMILIES", "ModelSpec", "UnknownModelError"]
 
 
 class UnknownModelError(ValueError):
@@ -43,8 +41,13 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(
-                f"model {self.name!r}: unknown family {self.family!r}; expected one of {FAMILIES}"
+                f"model {self.name!r}: unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}"
             )
+
+    @property
+    def family_spec(self) -> Family:
+        """The :class:`~perfsuite.catalog.families.Family` of this model."""
+        return get_family(self.family)
 
     def call_arguments(self, **overrides: Any) -> dict[str, Any]:
         """The keyword arguments of one pipeline call, with a fresh generator seeded from :attr:`seed`."""

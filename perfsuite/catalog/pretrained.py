@@ -15,38 +15,32 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._build import GUIDE_PROMPT
 from .base import ModelSpec, UnknownModelError
+from .families import FAMILIES, get_family
 
 if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
 __all__ = [
-    "PIPELINE_FAMILIES",
     "ModelNotCachedError",
     "PretrainedSource",
     "UnsupportedPipelineError",
     "build_pretrained",
     "hub_cache_dir",
     "looks_like_hub_id",
+    "pipeline_families",
     "pretrained_spec",
     "resolve_pretrained",
 ]
 
-#: Pipeline classes (``_class_name`` in ``model_index.json``) perfsuite can time, and their family.
-PIPELINE_FAMILIES: dict[str, str] = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-}
 
-#: Default call settings per family: the reference guide's 30 steps and each pipeline's usual guidance.
-_FAMILY_CALL_KWARGS: dict[str, dict[str, Any]] = {
-    "sd": {"prompt": GUIDE_PROMPT, "num_inference_steps": 30, "guidance_scale": 7.5},
-    "sdxl": {"prompt": GUIDE_PROMPT, "num_inference_steps": 30, "guidance_scale": 5.0},
-}
+def pipeline_families() -> dict[str, str]:
+    """Pipeline classes (``_class_name`` in ``model_index.json``) perfsuite can time, and their family."""
+    return {cls: family.name for family in FAMILIES.values() for cls in family.pipeline_classes}
+
 
 _HUB_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _HUB_ID = re.compile(f"{_HUB_NAME}/{_HUB_NAME}")
@@ -57,7 +51,7 @@ class ModelNotCachedError(UnknownModelError):
 
 
 class UnsupportedPipelineError(UnknownModelError):
-    """A saved pipeline whose class is not one of :data:`PIPELINE_FAMILIES`."""
+    """A saved pipeline whose class is not one of :func:`pipeline_families`."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +102,9 @@ def _read_pipeline_class(name: str, path: Path) -> tuple[str, str]:
     except json.JSONDecodeError as err:
         raise UnknownModelError(f"model {name!r}: {index_path} is not valid JSON ({err})") from err
     class_name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
-    family = PIPELINE_FAMILIES.get(class_name)
+    family = pipeline_families().get(class_name)
     if family is None:
-        supported = ", ".join(f"{cls} ({fam})" for cls, fam in PIPELINE_FAMILIES.items())
+        supported = ", ".join(f"{cls} ({fam})" for cls, fam in pipeline_families().items())
         raise UnsupportedPipelineError(
             f"model {name!r}: pipeline class {class_name or '<missing _class_name>'!r} in {index_path} is "
             f"not supported; perfsuite times text-to-image pipelines of these classes: {supported}"
@@ -199,7 +193,7 @@ def build_pretrained(source: PretrainedSource, device: torch.device, dtype: torc
         **_dtype_kwarg(dtype),
     )
     loaded_class = type(pipe).__name__
-    if PIPELINE_FAMILIES.get(loaded_class) != source.family:
+    if pipeline_families().get(loaded_class) != source.family:
         raise UnsupportedPipelineError(
             f"model {source.name!r}: loaded a {loaded_class}, expected a {source.class_name} "
             f"(family {source.family!r}) from {source.path / 'model_index.json'}"
@@ -218,6 +212,6 @@ def pretrained_spec(name: str, *, catalog_names: tuple[str, ...] = ()) -> ModelS
         family=source.family,
         description=f"pretrained {source.class_name} from {where}",
         build=partial(build_pretrained, source),
-        call_kwargs={**_FAMILY_CALL_KWARGS[source.family], **_default_size(source.path)},
+        call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path)},
         source=source.kind,
     )
