@@ -1,4 +1,4 @@
-"""Fixtures shared by the pytester tests of the plugin."""
+"""Fixtures shared by the pytester tests of the plugin (unit and integration tiers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-POLICY = Path(__file__).resolve().parents[2] / "baselines" / "policy.toml"
+POLICY = Path(__file__).resolve().parents[1] / "baselines" / "policy.toml"
 
 SUITE = """
 def test_combo(perf_case, perf_run):
