@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.baselines import Baseline, Bounds
+from perfsuite.hardware import version_changes
 from perfsuite.stats import mann_whitney_u
 
 __all__ = [
@@ -490,4 +491,9 @@ def judge(
         checks.extend(check_history(measurement, baseline, bounds, machine))
     elif baseline_file is not None:
         checks.append(missing_baseline(baseline_file, missing_reason or "no baseline for this profile"))
-    return Verdict(model, combo, profile, tuple(checks))
+    verdict = Verdict(model, combo, profile, tuple(checks))
+    history_failed = any(c.kind == "history" for c in verdict.failures)
+    changes = version_changes(baseline.machine, machine) if baseline and machine and history_failed else []
+    if changes:
+        verdict = verdict.with_notes(f"versions differ from the baseline's: {'; '.join(changes)}")
+    return verdict
