@@ -20,6 +20,7 @@ from perfsuite import extensions, hardware, options
 from perfsuite.session import PerfCase, PerfSession, worker_payload, write_session_report, write_updates
 
 if TYPE_CHECKING:
+    from perfsuite.baselines import Policy
     from perfsuite.gate import Check
     from perfsuite.runner import CaseResult
 
@@ -232,6 +233,7 @@ def pytest_configure(config: pytest.Config) -> None:
     extensions.register_session_entries(config)
     _check_options(config)
     _check_workers(config)
+    _check_policy_before_workers(config)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -284,15 +286,8 @@ def _session(config: pytest.Config) -> PerfSession:
         warmup=config.getoption("perf_warmup") or (3 if cuda else 2),
         rounds=config.getoption("perf_rounds") or (20 if cuda else 10),
     )
-    from perfsuite.baselines import BaselineFileError, load_policy_or_default
-
     baselines_dir = baselines_root(config)
-    try:
-        policy, config.stash[DEFAULT_POLICY] = load_policy_or_default(baselines_dir)
-    except BaselineFileError as exc:
-        raise pytest.UsageError(
-            f"{exc} (perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
-        ) from None
+    policy, config.stash[DEFAULT_POLICY] = _load_policy(config)
     profile = config.getoption("perf_profile") or hardware.profile_id(device_name)
     overrides: dict[str, Any] = {}
     if config.getoption("perf_steps"):
@@ -315,6 +310,27 @@ def _session(config: pytest.Config) -> PerfSession:
     )
     config.stash[PERF_SESSION] = session
     return session
+
+
+def _load_policy(config: pytest.Config) -> tuple[Policy, bool]:
+    """The policy of ``<baselines dir>/policy.toml``, or the shipped default, and whether it is the
+    default; a broken file is a one-line usage error."""
+    from perfsuite.baselines import BaselineFileError, load_policy_or_default
+
+    try:
+        return load_policy_or_default(baselines_root(config))
+    except BaselineFileError as exc:
+        raise pytest.UsageError(
+            f"{exc} (perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
+        ) from None
+
+
+def _check_policy_before_workers(config: pytest.Config) -> None:
+    """The pytest-xdist controller checks the policy before it starts workers: a worker that meets a
+    usage error while collecting would end the run with an internal error instead of the message."""
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    if workers and _xdist_workers(config) is None:
+        _load_policy(config)
 
 
 def baselines_root(config: pytest.Config) -> Path:

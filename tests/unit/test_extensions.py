@@ -145,6 +145,14 @@ def test_a_broken_policy_is_one_clean_line_not_a_traceback(project: pytest.Pytes
         assert noise not in text
 
 
+def test_a_broken_policy_under_xdist_is_caught_before_workers_start(project: pytest.Pytester) -> None:
+    (project.path / "baselines" / "policy.toml").write_text("schema_version = 99\n")
+    result = project.runpytest_inprocess("-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: */baselines/policy.toml: *schema_version*"])
+    assert "INTERNALERROR" not in _text(result)
+
+
 def test_without_policy_the_shipped_default_is_used_and_said_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest_inprocess("--collect-only", "-q")
