@@ -55,7 +55,9 @@ def tiny(request: pytest.FixtureRequest) -> Iterator[tuple[ModelSpec, Any]]:
 
 
 def test_catalog_names() -> None:
-    assert available_models() == ("tiny-sd", "tiny-sdxl", "sd15", "sdxl")
+    assert available_models() == (
+        "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-sd3", "tiny-wan", "sd15", "sdxl", "flux", "sd3", "wan",
+    )  # fmt: skip
     assert DEFAULT_MODEL in available_models()
     for name in available_models():
         spec = get_model(name)

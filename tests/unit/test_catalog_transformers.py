@@ -178,9 +178,9 @@ def test_a_saved_tiny_flux_loads_back_through_the_local_model_path(tmp_path: Pat
     assert original.keys() == again.keys()
     assert all(torch.equal(original[k], again[k]) for k in original)
     expected = output_image(pipe(**spec.call_arguments(num_inference_steps=2)))
-    np.testing.assert_array_equal(
-        output_image(loaded(**spec.call_arguments(num_inference_steps=2))), expected
-    )
+    # Same weights; loaded tensors may take other kernel paths, so values agree to float rounding only.
+    got = output_image(loaded(**spec.call_arguments(num_inference_steps=2)))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def _write_pipeline(
