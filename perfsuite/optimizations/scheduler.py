@@ -19,8 +19,13 @@ def _requires(target: Target) -> str | None:
 
 
 def _sigmas_device(scheduler: Any, device: torch.device) -> str:
-    """Where ``scheduler`` leaves its sigmas after ``set_timesteps(device=device)``."""
-    scheduler.set_timesteps(2, device=device)
+    """Where ``scheduler`` leaves its sigmas after ``set_timesteps(device=device)``.
+
+    A scheduler with dynamic shifting (Flux's FlowMatchEulerDiscreteScheduler) needs the shift ``mu``
+    that its pipeline computes from the image size; any value shows where the sigmas go.
+    """
+    shift = {"mu": 1.0} if getattr(scheduler.config, "use_dynamic_shifting", False) else {}
+    scheduler.set_timesteps(2, device=device, **shift)
     sigmas = scheduler.sigmas
     return sigmas.device.type if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
 

@@ -148,6 +148,16 @@ def test_accelerate_compile_regions_wraps_the_transformer(bases, name) -> None:
         assert "regions of the transformer compiled by accelerate" in evidence[-1]
 
 
+@pytest.mark.parametrize("name", ["tiny-flux", "tiny-sd3"])
+def test_sigmas_cpu_wraps_flow_match_euler_which_leaves_its_sigmas_on_the_device(bases, name) -> None:
+    spec, _, pipe = fresh(bases, name)
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    meta = target(spec, "sigmas-cpu", device=torch.device("meta"))
+    get_technique("sigmas-cpu").apply(pipe, meta)  # type: ignore[misc]  # Flux's needs a shift mu
+    assert pipe.scheduler.sigmas.device.type == "meta"  # where the wrapper moves them from
+    assert hasattr(pipe.scheduler.set_timesteps, "__wrapped__")
+
+
 def test_sigmas_cpu_is_unsupported_for_a_scheduler_that_keeps_its_sigmas_on_the_cpu(bases) -> None:
     spec, _, pipe = fresh(bases, "tiny-wan")  # UniPCMultistepScheduler moves its sigmas to the CPU itself
     meta = target(spec, "sigmas-cpu", device=torch.device("meta"))
