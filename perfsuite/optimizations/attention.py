@@ -139,8 +139,13 @@ def _linear(attn: torch.nn.Module, name: str) -> torch.nn.Module | None:
 
 def _probe(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device, seed: int) -> list[torch.Tensor]:
     """Outputs of one eager call of ``attn`` on a few seeded random tokens, with the inputs its
-    projections expect (the text stream of a joint attention, the context of a cross-attention)."""
+    projections expect (the text stream of a joint attention, the context of a cross-attention).
+
+    The tokens go where the module's weights are (``device`` if it has none): a technique that
+    offloads weights may keep them off the device between calls.
+    """
     generator = torch.Generator("cpu").manual_seed(seed)
+    device = next((p.device for p in attn.parameters()), device)
 
     def tokens(layer: Any) -> torch.Tensor:
         return torch.randn(1, _PROBE_TOKENS, layer.in_features, generator=generator).to(device, dtype)
