@@ -8,8 +8,12 @@ come through its entry point there like any other package's. A pytest session ad
 perfsuite's own names:
 
 * ``tiny-sd`` / ``tiny-sdxl``: tiny offline pipelines with seeded random weights (CPU-friendly);
+* ``tiny-flux`` / ``tiny-sd3`` / ``tiny-wan``: tiny offline Flux, SD3.5 and Wan2.1 (text-to-video)
+  pipelines with seeded random weights (CPU-friendly);
 * ``sd15`` / ``sdxl``: the real Stable Diffusion 1.5 / SDXL base 1.0 architectures, random weights
-  (for GPUs; latency does not depend on weight values).
+  (for GPUs; latency does not depend on weight values);
+* ``flux`` / ``sd3`` / ``wan``: the real FLUX.1-dev, SD3.5 Medium and Wan2.1 T2V 1.3B architectures,
+  random weights (for GPUs).
 
 Any other name is an existing directory holding a saved diffusers pipeline (filed in the baselines
 under its identity, see :mod:`perfsuite.catalog.identity`), or a hub id (``owner/name``) already in

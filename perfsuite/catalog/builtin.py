@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 from .base import ModelSpec
 from .fullsize import sd15_spec, sdxl_spec
+from .fullsize_transformers import flux_spec, sd3_spec, wan_spec
 from .tiny import tiny_sd_spec, tiny_sdxl_spec
+from .tiny_transformers import tiny_flux_spec, tiny_sd3_spec, tiny_wan_spec
 
 __all__ = ["BUILTIN_MODELS", "builtin_models"]
 
@@ -19,8 +21,14 @@ __all__ = ["BUILTIN_MODELS", "builtin_models"]
 BUILTIN_MODELS: tuple[Callable[[], ModelSpec], ...] = (
     tiny_sd_spec,
     tiny_sdxl_spec,
+    tiny_flux_spec,
+    tiny_sd3_spec,
+    tiny_wan_spec,
     sd15_spec,
     sdxl_spec,
+    flux_spec,
+    sd3_spec,
+    wan_spec,
 )
 
 
