@@ -10,7 +10,16 @@ had worked.
 
 from __future__ import annotations
 
-from perfsuite.optimizations import attention, compilation, layout, precision, quantization, scheduler
+from perfsuite.optimizations import (
+    attention,
+    caching,
+    compilation,
+    layout,
+    memory,
+    precision,
+    quantization,
+    scheduler,
+)
 from perfsuite.optimizations.base import (
     DTYPES,
     NotActiveError,
@@ -21,7 +30,7 @@ from perfsuite.optimizations.base import (
     torch_dtype,
 )
 from perfsuite.optimizations.compilation import INDUCTOR_FLAGS, INDUCTOR_INT8_FLAGS, inductor_flags_for
-from perfsuite.optimizations.quantization import dynamic_quant_filter, is_int8_weight
+from perfsuite.optimizations.quantization import dynamic_quant_filter, is_fp8_weight, is_int8_weight
 
 __all__ = [
     "DTYPES",
@@ -37,18 +46,21 @@ __all__ = [
     "dynamic_quant_filter",
     "get_technique",
     "inductor_flags_for",
+    "is_fp8_weight",
     "is_int8_weight",
     "torch_dtype",
 ]
 
 TECHNIQUES: dict[str, Technique] = {
     t.name: t
-    for module in (precision, attention, layout, compilation, quantization, scheduler)
+    for module in (precision, attention, layout, compilation, quantization, scheduler, caching, memory)
     for t in module.TECHNIQUES
 }
 
 #: Technique groups in the order their tokens appear in a combo id. A combo holds at most one
-#: technique of each group.
+#: technique of each group. The step caches (``cache``: diffusers holds one at a time) and the memory
+#: techniques (``memory``: float8 weight storage or group offloading) come last: they act on the
+#: model as the groups before them left it, and read as "this pipeline, then cached / offloaded".
 GROUPS: tuple[str, ...] = (
     "dtype",
     "tf32",
@@ -59,6 +71,8 @@ GROUPS: tuple[str, ...] = (
     "inductor",
     "fuse",
     "quant",
+    "cache",
+    "memory",
 )
 
 
