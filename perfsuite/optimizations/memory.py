@@ -79,8 +79,6 @@ def _layerwise_apply(pipe: Any, target: Target) -> None:
 
 
 def _layerwise_verify(pipe: Any, target: Target) -> list[str]:
-    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
-
     family = get_family(target.family)
     denoiser = family.denoiser_of(pipe)
     hooked = hooked_modules(denoiser, _LAYERWISE_HOOK)
@@ -95,7 +93,7 @@ def _layerwise_verify(pipe: Any, target: Target) -> list[str]:
         raise fail("layerwise-fp8", f"layers with the casting hook store {wrong}, expected {FP8_STORAGE}")
     hooked_ids = {id(m) for _, m in hooked}
     kept = [n for n, m in denoiser.named_modules()
-            if isinstance(m, _GO_LC_SUPPORTED_PYTORCH_LAYERS) and id(m) not in hooked_ids]  # fmt: skip
+            if id(m) not in hooked_ids and any(True for _ in m.parameters(recurse=False))]  # fmt: skip
     stored = sum(parameter_bytes(m) for _, m in hooked)
     kinds = sorted({type(m).__name__ for _, m in hooked})
     evidence = [
@@ -105,8 +103,9 @@ def _layerwise_verify(pipe: Any, target: Target) -> list[str]:
     if kept:
         examples = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
         evidence.append(
-            f"{len(kept)} layers keep {target.dtype} by diffusers' skip patterns (norms, embeddings, "
-            f"proj_in/proj_out): {examples}"
+            f"{len(kept)} other layers with weights keep {target.dtype}: diffusers casts only "
+            f"Linear/Conv/Embedding layers outside its skip patterns (norms, positional and patch "
+            f"embeddings, proj_in/proj_out): {examples}"
         )
     return evidence
 
