@@ -51,7 +51,16 @@ class RunSettings:
 
 
 def output_image(output: Any) -> np.ndarray:
-    """The first image of a pipeline output as float32 HxWxC in [0, 1] (``output_type="np"``)."""
+    """The first image of a pipeline output as float32 HxWxC in [0, 1] (``output_type="np"``).
+
+    For a video pipeline (an output with ``frames``), the first video's frames, T x H x W x C:
+    :mod:`perfsuite.fidelity` compares them frame by frame and stores them side by side.
+    """
+    if hasattr(output, "frames"):
+        frames = np.asarray(output.frames[0], dtype=np.float32)
+        if frames.ndim != 4:
+            raise ValueError(f"expected TxHxWxC video frames, got shape {frames.shape}")
+        return frames
     images = output.images if hasattr(output, "images") else output[0]
     image = np.asarray(images[0], dtype=np.float32)
     if image.ndim != 3:
@@ -338,7 +347,7 @@ def _measure(
 
 def call_settings(spec: ModelSpec) -> dict[str, Any]:
     """The call arguments that shape the work of one call (everything but the prompt text)."""
-    keys = ("num_inference_steps", "height", "width", "guidance_scale")
+    keys = ("num_inference_steps", "height", "width", "num_frames", "guidance_scale", "max_sequence_length")
     return {key: spec.call_kwargs[key] for key in keys if key in spec.call_kwargs}
 
 

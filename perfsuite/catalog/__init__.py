@@ -3,8 +3,12 @@
 Catalog names:
 
 * ``tiny-sd`` / ``tiny-sdxl``: tiny offline pipelines with seeded random weights (CPU-friendly);
+* ``tiny-flux`` / ``tiny-sd3`` / ``tiny-wan``: tiny offline Flux, SD3.5 and Wan2.1 (text-to-video)
+  pipelines with seeded random weights (CPU-friendly);
 * ``sd15`` / ``sdxl``: the real Stable Diffusion 1.5 / SDXL base 1.0 architectures, random weights
-  (for GPUs; latency does not depend on weight values).
+  (for GPUs; latency does not depend on weight values);
+* ``flux`` / ``sd3`` / ``wan``: the real FLUX.1-dev, SD3.5 Medium and Wan2.1 T2V 1.3B architectures,
+  random weights (for GPUs).
 
 Any other name is an existing directory holding a saved diffusers pipeline, or a hub id (``owner/name``)
 already in the local Hugging Face cache. perfsuite never downloads.
@@ -19,8 +23,10 @@ from collections.abc import Callable
 
 from .base import FAMILIES, ModelSpec, UnknownModelError
 from .fullsize import sd15_spec, sdxl_spec
+from .fullsize_transformers import flux_spec, sd3_spec, wan_spec
 from .pretrained import ModelNotCachedError, UnsupportedPipelineError, pretrained_spec
 from .tiny import tiny_sd_spec, tiny_sdxl_spec
+from .tiny_transformers import tiny_flux_spec, tiny_sd3_spec, tiny_wan_spec
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -39,8 +45,14 @@ DEFAULT_MODEL = "tiny-sd"
 _CATALOG: dict[str, Callable[[], ModelSpec]] = {
     "tiny-sd": tiny_sd_spec,
     "tiny-sdxl": tiny_sdxl_spec,
+    "tiny-flux": tiny_flux_spec,
+    "tiny-sd3": tiny_sd3_spec,
+    "tiny-wan": tiny_wan_spec,
     "sd15": sd15_spec,
     "sdxl": sdxl_spec,
+    "flux": flux_spec,
+    "sd3": sd3_spec,
+    "wan": wan_spec,
 }
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from perfsuite.optimizations.base import RunTrace, Target, Technique, components, fail
+from perfsuite.catalog.families import get_family
+from perfsuite.optimizations.base import DTYPES, RunTrace, Target, Technique, fail
 
-__all__ = ["SDPA_OPS", "TECHNIQUES"]
+__all__ = ["FUSED_PROJECTIONS", "SDPA_OPS", "TECHNIQUES"]
 
 #: aten ops that reveal which fused SDPA kernel ran. The math backend has no op of its own once
 #: compiled (inductor decomposes it), so it is proven by the absence of every fused op.
@@ -92,31 +93,133 @@ def _sdpa_verify_trace(name: str) -> Callable[[RunTrace, Target], list[str]]:
     return verify
 
 
+#: Each fused projection and the separate projections it replaces. diffusers' attention modules keep
+#: the separate layers after fusing, so only a call shows which ones the processor really uses.
+FUSED_PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "to_qkv": ("to_q", "to_k", "to_v"),
+    "to_kv": ("to_k", "to_v"),
+    "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj"),
+    "to_added_kv": ("add_k_proj", "add_v_proj"),
+}
+_PROBE_TOKENS = 4
+
+
+def _fuse_targets(pipe: Any, target: Target) -> list[tuple[str, Any]]:
+    family = get_family(target.family)
+    return [(family.denoiser, family.denoiser_of(pipe)), (family.vae, family.vae_of(pipe))]
+
+
 def _fuse_requires(target: Target) -> str | None:
-    if target.family not in ("sd", "sdxl"):
-        return f"fused QKV projections are wired for SD/SDXL pipelines, not the {target.family!r} family"
+    """Decided from the family's denoiser class, before anything is built."""
+    import diffusers
+
+    family = get_family(target.family)
+    denoiser_class = getattr(diffusers, family.denoiser_class, None)
+    if denoiser_class is not None and not hasattr(denoiser_class, "fuse_qkv_projections"):
+        return f"{family.denoiser_class} has no fuse_qkv_projections in diffusers {diffusers.__version__}"
     return None
 
 
 def _fuse_apply(pipe: Any, target: Target) -> None:
-    pipe.fuse_qkv_projections(unet=True, vae=True)
+    # The denoiser's own method picks the right path: the legacy Attention modules of the UNet, the
+    # SD3 joint blocks and the VAE get fused processors; Flux's and Wan's attention modules keep their
+    # processor, which switches to the fused layers when the module says its projections are fused.
+    for _, module in _fuse_targets(pipe, target):
+        if hasattr(module, "fuse_qkv_projections"):
+            module.fuse_qkv_projections()
+
+
+def _attention_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    from diffusers.models.attention import AttentionModuleMixin
+    from diffusers.models.attention_processor import Attention
+
+    return [m for m in module.modules() if isinstance(m, Attention | AttentionModuleMixin)]
+
+
+def _linear(attn: torch.nn.Module, name: str) -> torch.nn.Module | None:
+    layer = getattr(attn, name, None)
+    return layer if isinstance(layer, torch.nn.Module) else None
+
+
+def _probe_call(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+    """One eager call of ``attn`` on a few random tokens, with the inputs its projections expect."""
+
+    def tokens(layer: Any) -> torch.Tensor:
+        return torch.randn(1, _PROBE_TOKENS, layer.in_features, dtype=dtype, device=device)
+
+    kwargs: dict[str, torch.Tensor] = {}
+    added = _linear(attn, "add_k_proj")
+    if (
+        added is not None
+    ):  # joint attention (SD3, Flux double-stream): the text stream has its own projections
+        kwargs["encoder_hidden_states"] = tokens(added)
+    elif getattr(attn, "is_cross_attention", False):
+        kwargs["encoder_hidden_states"] = tokens(attn.to_k)
+    attn(tokens(attn.to_q), **kwargs)
+
+
+def _projection_calls(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> dict[str, int]:
+    """How often each projection layer of ``attn`` ran in one probe call."""
+    names = {n for fused, parts in FUSED_PROJECTIONS.items() for n in (fused, *parts)}
+    layers = {name: layer for name in sorted(names) if (layer := _linear(attn, name)) is not None}
+    calls = dict.fromkeys(layers, 0)
+    handles = []
+    for name, layer in layers.items():
+
+        def count(_module: Any, _args: Any, _output: Any, name: str = name) -> None:
+            calls[name] += 1
+
+        handles.append(layer.register_forward_hook(count))
+    try:
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+            _probe_call(attn, dtype, device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def _check_fused_path(comp_name: str, attn: torch.nn.Module, calls: dict[str, int]) -> None:
+    kind = type(attn).__name__
+    fused = [name for name in FUSED_PROJECTIONS if name in calls]
+    if not getattr(attn, "fused_projections", False) or not fused:
+        raise fail("fuse-qkv", f"a {kind} of the {comp_name} has no fused projection layer")
+    for name in fused:
+        if not calls[name]:
+            raise fail(
+                "fuse-qkv",
+                f"a {kind} of the {comp_name} never called its fused {name} (processor "
+                f"{type(getattr(attn, 'processor', None)).__name__} takes the separate projections)",
+            )
+        used = [part for part in FUSED_PROJECTIONS[name] if calls.get(part)]
+        if used:
+            raise fail(
+                "fuse-qkv", f"a {kind} of the {comp_name} still calls {', '.join(used)} besides {name}"
+            )
 
 
 def _fuse_verify(pipe: Any, target: Target) -> list[str]:
-    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
-
+    """Every attention module of the denoiser and VAE takes its fused path in a real (probe) call."""
+    dtype = DTYPES[target.dtype]
     evidence = []
-    for comp_name, module in components(pipe, "unet", "vae"):
-        attns = [m for m in module.modules() if isinstance(m, Attention)]
+    for comp_name, module in _fuse_targets(pipe, target):
+        if not hasattr(module, "fuse_qkv_projections"):
+            evidence.append(
+                f"{comp_name} ({type(module).__name__}) has no fuse_qkv_projections: attention left as built"
+            )
+            continue
+        attns = [a for a in _attention_modules(module) if getattr(a, "_supports_qkv_fusion", True)]
         if not attns:
             raise fail("fuse-qkv", f"{comp_name} has no attention module to fuse")
+        used: set[str] = set()
         for attn in attns:
-            if not isinstance(attn.processor, FusedAttnProcessor2_0):
-                raise fail("fuse-qkv", f"{comp_name} attention uses {type(attn.processor).__name__}")
-            fused = getattr(attn, "to_kv" if attn.is_cross_attention else "to_qkv", None)
-            if not (attn.fused_projections and isinstance(fused, torch.nn.Module)):
-                raise fail("fuse-qkv", f"{comp_name} attention has no fused projection layer")
-        evidence.append(f"{len(attns)} attention modules of {comp_name} use fused projections")
+            calls = _projection_calls(attn, dtype, target.device)
+            _check_fused_path(comp_name, attn, calls)
+            used.update(name for name in FUSED_PROJECTIONS if calls.get(name))
+        evidence.append(
+            f"{len(attns)} attention modules of the {comp_name} ran their fused projections "
+            f"({'/'.join(sorted(used))}) and not the separate ones in a probe call"
+        )
     return evidence
 
 
@@ -142,7 +245,7 @@ TECHNIQUES = (
     Technique(
         name="fuse-qkv",
         group="fuse",
-        summary="fused QKV (self-attention) and KV (cross-attention) projections in the UNet and VAE",
+        summary="fused QKV (self-attention) and KV (cross-attention) projections in the denoiser and VAE",
         rank=30,
         requires=_fuse_requires,
         apply=_fuse_apply,

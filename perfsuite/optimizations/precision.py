@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from perfsuite.optimizations.base import DTYPES, Target, Technique, components, fail
+from perfsuite.catalog.families import get_family
+from perfsuite.optimizations.base import DTYPES, Target, Technique, fail
 
 __all__ = ["TECHNIQUES"]
 
@@ -41,7 +42,7 @@ def _dtype_verify(name: str) -> Callable[[Any, Target], list[str]]:
 
     def verify(pipe: Any, target: Target) -> list[str]:
         evidence = []
-        for comp_name, module in components(pipe, "unet", "vae", "text_encoder", "text_encoder_2"):
+        for comp_name, module in get_family(target.family).weighted_components_of(pipe):
             dtypes = {p.dtype for p in _computed_parameters(module) if p.is_floating_point()}
             if dtypes != {expected}:
                 raise fail(

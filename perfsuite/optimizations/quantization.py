@@ -15,7 +15,7 @@ from typing import Any, cast
 import torch
 
 from perfsuite.catalog.families import get_family
-from perfsuite.optimizations.base import Target, Technique, components, fail, needs_package
+from perfsuite.optimizations.base import Target, Technique, fail, needs_package
 
 __all__ = [
     "FP8_DTYPES",
@@ -46,6 +46,12 @@ def is_int8_weight(weight: torch.Tensor) -> bool:
     """Whether a weight is a torchao tensor subclass that stores int8 data."""
     qdata = getattr(weight, "qdata", None)
     return isinstance(qdata, torch.Tensor) and qdata.dtype == torch.int8
+
+
+def _targets(pipe: Any, target: Target) -> list[tuple[str, torch.nn.Module]]:
+    """The denoiser and the VAE, the components the guide quantizes."""
+    family = get_family(target.family)
+    return [(family.denoiser, family.denoiser_of(pipe)), (family.vae, family.vae_of(pipe))]
 
 
 def _requires(target: Target) -> str | None:
@@ -125,18 +131,19 @@ def _apply(pipe: Any, target: Target) -> None:
     config = Int8DynamicActivationInt8WeightConfig(
         set_inductor_config=False, reduce_range=should_reduce_range(target.device)
     )
-    for _, module in components(pipe, "unet", "vae"):
+    for _, module in _targets(pipe, target):
         quantize_(module, config, filter_fn=dynamic_quant_filter)
 
 
 def _verify(pipe: Any, target: Target) -> list[str]:
     evidence = []
-    for comp_name, module in components(pipe, "unet", "vae"):
+    denoiser = get_family(target.family).denoiser
+    for comp_name, module in _targets(pipe, target):
         linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
         eligible = [m for m in linears if dynamic_quant_filter(m)]
         quantized = [m for m in eligible if is_int8_weight(m.weight)]
-        if comp_name == "unet" and not eligible:
-            raise fail("int8-dq", "the UNet has no Linear layer the quantization filter accepts")
+        if comp_name == denoiser and not eligible:
+            raise fail("int8-dq", f"the {comp_name} has no Linear layer the quantization filter accepts")
         if len(quantized) != len(eligible):
             raise fail(
                 "int8-dq",
@@ -151,7 +158,7 @@ TECHNIQUES = (
     Technique(
         name="int8-dq",
         group="quant",
-        summary="torchao dynamic int8 quantization of the UNet and VAE Linear layers",
+        summary="torchao dynamic int8 quantization of the denoiser's and VAE's Linear layers",
         rank=40,
         requires=_requires,
         apply=_apply,

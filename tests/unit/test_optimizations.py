@@ -80,7 +80,7 @@ def test_unknown_technique_lists_known_ones():
 
 
 def test_channels_last_is_verified_and_a_plain_model_is_rejected(pipe):
-    with pytest.raises(NotActiveError, match="not NHWC"):
+    with pytest.raises(NotActiveError, match="not channels-last"):
         get_technique("channels-last").verify(pipe, target())
     evidence, stack = apply(pipe, "channels-last")
     with stack:
@@ -160,7 +160,7 @@ def test_compile_regions_on_the_unet_is_unsupported_not_a_crash(pipe):
 
 
 def test_compile_verify_rejects_an_eager_pipeline(pipe):
-    with pytest.raises(NotActiveError, match="UNet is not compiled"):
+    with pytest.raises(NotActiveError, match="unet is not compiled"):
         get_technique("compile").verify(pipe, target("compile"))
     with pytest.raises(NotActiveError, match="ran eagerly"):
         get_technique("compile").verify_trace(RunTrace(frozenset()), target("compile"))  # type: ignore[misc]
