@@ -37,7 +37,6 @@ import functools
 import importlib
 import inspect
 import io
-import typing
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -142,25 +141,20 @@ _DESCRIPTIONS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKey
 
 @functools.cache
 def declared_classes(family_name: str) -> tuple[type, type] | None:
-    """(pipeline class, denoiser class) that the family's diffusers pipeline declares, or None.
+    """(pipeline class, denoiser class) of a family in the installed diffusers, or None.
 
-    Read from the annotation of the pipeline's constructor, so a plan can be pruned before any model
-    is built; ``apply`` checks the built model again.
+    Read from the family's declaration, so a plan can be pruned before any model is built; ``apply``
+    checks the built model again.
     """
     import diffusers
 
     family = get_family(family_name)
-    for pipeline_name in family.pipeline_classes:
-        pipeline = getattr(diffusers, pipeline_name, None)
-        if pipeline is None:
-            continue
-        parameter = inspect.signature(pipeline.__init__).parameters.get(family.denoiser)
-        annotation = parameter.annotation if parameter is not None else None
-        # ``WanTransformer3DModel | None`` and the like: the class is the member that is not None.
-        members = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-        if isinstance(members[0], type):
-            return pipeline, members[0]
-    return None
+    pipelines = [getattr(diffusers, name, None) for name in family.pipeline_classes]
+    pipeline = next((p for p in pipelines if isinstance(p, type)), None)
+    denoiser = getattr(diffusers, family.denoiser_class, None)
+    if pipeline is None or not isinstance(denoiser, type):
+        return None
+    return pipeline, denoiser
 
 
 def _compile_partner(target: Target) -> str | None:

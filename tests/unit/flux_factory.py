@@ -62,6 +62,7 @@ def register_flux_family(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         description="tiny test Flux pipeline without text encoders",
         pipeline_classes=("FluxPipeline",),
         denoiser="transformer",
+        denoiser_class="FluxTransformer2DModel",
         text_encoders=(),
         tokenizers=(),
     )
