@@ -52,6 +52,7 @@ __all__ = [
     "FBC_PUBLISHED_THRESHOLD",
     "FBC_SKIP_SHARE",
     "SHIPPED_MAG_RATIOS",
+    "TAYLORSEER_ATTENTION",
     "TECHNIQUES",
     "CacheKind",
     "cache_units",
@@ -336,6 +337,10 @@ def _mag_config(pipe: Any, denoiser: Any, target: Target) -> tuple[Any, str]:
     return config, described
 
 
+#: The attention modules TaylorSeer predicts: attn, attn1, attn2 ... of each repeated transformer block.
+TAYLORSEER_ATTENTION = r"(?:transformer_blocks|single_transformer_blocks|blocks)\.\d+\.attn\d*"
+
+
 def make_config(name: str, pipe: Any, denoiser: Any, target: Target) -> tuple[Any, str]:
     """The diffusers config of cache ``name`` for this pipeline, and a description for the evidence."""
     import diffusers
@@ -345,12 +350,15 @@ def make_config(name: str, pipe: Any, denoiser: Any, target: Target) -> tuple[An
     if name == "first-block-cache":
         return _fbc_config(pipe, denoiser, target)
     if name == "taylorseer-cache":
+        # diffusers' default patterns ("^blocks.*attn", fullmatched) miss numbered attention modules
+        # such as Wan's blocks.0.attn1; this one names the attention of every repeated block.
         config: Any = diffusers.TaylorSeerCacheConfig(
-            cache_interval=5, max_order=1, disable_cache_before_step=3, taylor_factors_dtype=torch.float32
-        )
+            cache_interval=5, max_order=1, disable_cache_before_step=3, taylor_factors_dtype=torch.float32,
+            cache_identifiers=[TAYLORSEER_ATTENTION],
+        )  # fmt: skip
         return config, (
             "TaylorSeerCacheConfig(cache_interval=5, max_order=1, disable_cache_before_step=3, "
-            "taylor_factors_dtype=float32) (diffusers' FLUX.1-dev example)"
+            f"taylor_factors_dtype=float32) (diffusers' FLUX.1-dev example), on {TAYLORSEER_ATTENTION!r}"
         )
     if name == "faster-cache":
         # The pipelines of the cache families call the denoiser once per guidance branch (cache
