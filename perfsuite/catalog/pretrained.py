@@ -2,8 +2,9 @@
 
 A name that is not in the catalog is either an existing directory holding a saved diffusers pipeline
 (``model_index.json`` + safetensors weights) or a hub id (``owner/name``) already present in the
-local cache. The family is read from the pipeline class in ``model_index.json``; only the text-to-image
-Stable Diffusion and SDXL pipelines are supported. Loading always uses ``local_files_only=True`` and
+local cache. The family is read from the pipeline class in ``model_index.json``; the pipeline classes of
+the registered families (:mod:`.families`: Stable Diffusion, SDXL, Flux, SD3, Wan text-to-video) are
+supported. Loading always uses ``local_files_only=True`` and
 ``use_safetensors=True``, and never ``trust_remote_code``.
 """
 
@@ -107,7 +108,7 @@ def _read_pipeline_class(name: str, path: Path) -> tuple[str, str]:
         supported = ", ".join(f"{cls} ({fam})" for cls, fam in pipeline_families().items())
         raise UnsupportedPipelineError(
             f"model {name!r}: pipeline class {class_name or '<missing _class_name>'!r} in {index_path} is "
-            f"not supported; perfsuite times text-to-image pipelines of these classes: {supported}"
+            f"not supported; perfsuite times the pipelines of these classes: {supported}"
         )
     return class_name, family
 
@@ -156,12 +157,25 @@ def _resolve_cached_hub_id(repo_id: str) -> PretrainedSource:
     return PretrainedSource(repo_id, snapshot, "hub", class_name, family)
 
 
-def _default_size(path: Path) -> dict[str, int]:
-    """``height``/``width`` the pipeline would use by default (UNet sample size x VAE scale factor)."""
+def _vae_scale_factor(vae: dict[str, object]) -> int:
+    """Pixels per latent pixel: the Wan VAE states it, an AutoencoderKL halves once per extra level."""
+    if "scale_factor_spatial" in vae:
+        return int(str(vae["scale_factor_spatial"]))
+    levels = vae["block_out_channels"]
+    if not isinstance(levels, list):
+        raise TypeError("block_out_channels is not a list")
+    return int(2 ** (len(levels) - 1))
+
+
+def _default_size(path: Path, family: str) -> dict[str, int]:
+    """``height``/``width`` the pipeline would use by default: the denoiser's sample size x the VAE's
+    scale factor. A denoiser without a sample size (Flux, Wan) leaves the size to the pipeline's own
+    default (Flux: 1024x1024; Wan: 480x832), which then is not part of the recorded call settings."""
+    fam = get_family(family)
     try:
-        unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
-        vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
-        side = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        denoiser = json.loads((path / fam.denoiser / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((path / fam.vae / "config.json").read_text(encoding="utf-8"))
+        side = int(denoiser["sample_size"]) * _vae_scale_factor(vae)
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
         return {}  # the pipeline computes its own default when it loads
     return {"height": side, "width": side}
@@ -212,6 +226,6 @@ def pretrained_spec(name: str, *, catalog_names: tuple[str, ...] = ()) -> ModelS
         family=source.family,
         description=f"pretrained {source.class_name} from {where}",
         build=partial(build_pretrained, source),
-        call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path)},
+        call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path, source.family)},
         source=source.kind,
     )

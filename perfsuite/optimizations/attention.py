@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from perfsuite.catalog.families import get_family
-from perfsuite.optimizations.base import DTYPES, RunTrace, Target, Technique, fail
+from perfsuite.optimizations.base import DTYPES, RunTrace, Target, Technique, Unsupported, fail
 
 __all__ = ["FUSED_PROJECTIONS", "SDPA_OPS", "TECHNIQUES"]
 
@@ -102,6 +102,10 @@ FUSED_PROJECTIONS: dict[str, tuple[str, ...]] = {
     "to_added_kv": ("add_k_proj", "add_v_proj"),
 }
 _PROBE_TOKENS = 4
+#: Largest relative difference between an attention module's output before and after fusing: a
+#: concatenated matmul may round differently, never more (float32; 16-bit dtypes get 1e-2).
+_FUSE_TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2, "fp16": 1e-2}
+_QK_NORMS = ("norm_q", "norm_k", "norm_added_q", "norm_added_k")
 
 
 def _fuse_targets(pipe: Any, target: Target) -> list[tuple[str, Any]]:
@@ -120,20 +124,12 @@ def _fuse_requires(target: Target) -> str | None:
     return None
 
 
-def _fuse_apply(pipe: Any, target: Target) -> None:
-    # The denoiser's own method picks the right path: the legacy Attention modules of the UNet, the
-    # SD3 joint blocks and the VAE get fused processors; Flux's and Wan's attention modules keep their
-    # processor, which switches to the fused layers when the module says its projections are fused.
-    for _, module in _fuse_targets(pipe, target):
-        if hasattr(module, "fuse_qkv_projections"):
-            module.fuse_qkv_projections()
-
-
 def _attention_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
     from diffusers.models.attention import AttentionModuleMixin
     from diffusers.models.attention_processor import Attention
 
-    return [m for m in module.modules() if isinstance(m, Attention | AttentionModuleMixin)]
+    found = [m for m in module.modules() if isinstance(m, Attention | AttentionModuleMixin)]
+    return [m for m in found if getattr(m, "_supports_qkv_fusion", True)]
 
 
 def _linear(attn: torch.nn.Module, name: str) -> torch.nn.Module | None:
@@ -141,21 +137,89 @@ def _linear(attn: torch.nn.Module, name: str) -> torch.nn.Module | None:
     return layer if isinstance(layer, torch.nn.Module) else None
 
 
-def _probe_call(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> None:
-    """One eager call of ``attn`` on a few random tokens, with the inputs its projections expect."""
+def _probe(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device, seed: int) -> list[torch.Tensor]:
+    """Outputs of one eager call of ``attn`` on a few seeded random tokens, with the inputs its
+    projections expect (the text stream of a joint attention, the context of a cross-attention)."""
+    generator = torch.Generator("cpu").manual_seed(seed)
 
     def tokens(layer: Any) -> torch.Tensor:
-        return torch.randn(1, _PROBE_TOKENS, layer.in_features, dtype=dtype, device=device)
+        return torch.randn(1, _PROBE_TOKENS, layer.in_features, generator=generator).to(device, dtype)
 
     kwargs: dict[str, torch.Tensor] = {}
     added = _linear(attn, "add_k_proj")
-    if (
-        added is not None
-    ):  # joint attention (SD3, Flux double-stream): the text stream has its own projections
+    if added is not None:  # joint attention (SD3, Flux double-stream): the text has its own projections
         kwargs["encoder_hidden_states"] = tokens(added)
     elif getattr(attn, "is_cross_attention", False):
         kwargs["encoder_hidden_states"] = tokens(attn.to_k)
-    attn(tokens(attn.to_q), **kwargs)
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        out = attn(tokens(attn.to_q), **kwargs)
+    return [t.float() for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, torch.Tensor)]
+
+
+def _fuse_apply(pipe: Any, target: Target) -> None:
+    """Fuse with the model's own method, then check that every attention module computes what it did.
+
+    The denoiser's method picks the path: the legacy ``Attention`` modules (UNet, SD3 joint blocks,
+    VAE) get fused processors; Flux's and Wan's attention modules keep their processor, which switches
+    to the fused layers. A model whose fused processor computes something else (diffusers 0.42's
+    ``FusedJointAttnProcessor2_0`` skips SD3.5's QK norms) raises :class:`Unsupported` with the module,
+    the difference and the norms it skipped.
+    """
+    dtype, tolerance = DTYPES[target.dtype], _FUSE_TOLERANCE[target.dtype]
+    for comp_name, module in _fuse_targets(pipe, target):
+        if not hasattr(module, "fuse_qkv_projections"):
+            continue
+        attns = _attention_modules(module)
+        before = [_probe(a, dtype, target.device, seed) for seed, a in enumerate(attns)]
+        module.fuse_qkv_projections()
+        _repair_self_only_joint_attention(module)
+        for seed, (attn, expected) in enumerate(zip(attns, before, strict=True)):
+            got = _probe(attn, dtype, target.device, seed)
+            error = max(
+                float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
+                for g, e in zip(got, expected, strict=True)
+            )
+            if error > tolerance:
+                norms = [n for n in _QK_NORMS if _linear(attn, n) is not None]
+                raise Unsupported(
+                    f"the fused projections change what an attention module ({type(attn).__name__}) of the "
+                    f"{comp_name} computes "
+                    f"(relative difference {error:.2g} > {tolerance:g}) with "
+                    f"{type(getattr(attn, 'processor', None)).__name__}"
+                    + (f", which does not apply its QK norms ({', '.join(norms)})" if norms else "")
+                    + f" in diffusers {_diffusers_version()}"
+                )
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return str(diffusers.__version__)
+
+
+def _repair_self_only_joint_attention(module: torch.nn.Module) -> int:
+    """Give self-attention modules that got the joint (two-stream) fused processor the plain fused one.
+
+    ``SD3Transformer2DModel.fuse_qkv_projections`` (diffusers 0.42) sets ``FusedJointAttnProcessor2_0``
+    on every attention module, also on the second, image-only attention of SD3.5's dual-attention
+    blocks (MMDiT-X), which is called without text states; that processor then fails on
+    ``encoder_hidden_states.ndim``. ``FusedAttnProcessor2_0`` is the fused form of what those modules
+    ran before fusing (QKV projection, QK norm, SDPA, output projection). Returns how many it changed.
+    """
+    from diffusers.models.attention_processor import (
+        Attention,
+        FusedAttnProcessor2_0,
+        FusedJointAttnProcessor2_0,
+    )
+
+    repaired = 0
+    for attn in module.modules():
+        joint = isinstance(getattr(attn, "processor", None), FusedJointAttnProcessor2_0)
+        if isinstance(attn, Attention) and joint and _linear(attn, "add_k_proj") is None:
+            processor: Any = FusedAttnProcessor2_0()
+            attn.set_processor(processor)
+            repaired += 1
+    return repaired
 
 
 def _projection_calls(attn: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> dict[str, int]:
@@ -171,8 +235,7 @@ def _projection_calls(attn: torch.nn.Module, dtype: torch.dtype, device: torch.d
 
         handles.append(layer.register_forward_hook(count))
     try:
-        with torch.no_grad(), torch.compiler.set_stance("force_eager"):
-            _probe_call(attn, dtype, device)
+        _probe(attn, dtype, device, seed=0)
     finally:
         for handle in handles:
             handle.remove()
@@ -186,10 +249,11 @@ def _check_fused_path(comp_name: str, attn: torch.nn.Module, calls: dict[str, in
         raise fail("fuse-qkv", f"a {kind} of the {comp_name} has no fused projection layer")
     for name in fused:
         if not calls[name]:
+            processor = type(getattr(attn, "processor", None)).__name__
             raise fail(
                 "fuse-qkv",
-                f"a {kind} of the {comp_name} never called its fused {name} (processor "
-                f"{type(getattr(attn, 'processor', None)).__name__} takes the separate projections)",
+                f"a {kind} of the {comp_name} never called its fused {name} "
+                f"(its processor {processor} takes the separate projections)",
             )
         used = [part for part in FUSED_PROJECTIONS[name] if calls.get(part)]
         if used:
@@ -208,7 +272,7 @@ def _fuse_verify(pipe: Any, target: Target) -> list[str]:
                 f"{comp_name} ({type(module).__name__}) has no fuse_qkv_projections: attention left as built"
             )
             continue
-        attns = [a for a in _attention_modules(module) if getattr(a, "_supports_qkv_fusion", True)]
+        attns = _attention_modules(module)
         if not attns:
             raise fail("fuse-qkv", f"{comp_name} has no attention module to fuse")
         used: set[str] = set()
@@ -216,9 +280,11 @@ def _fuse_verify(pipe: Any, target: Target) -> list[str]:
             calls = _projection_calls(attn, dtype, target.device)
             _check_fused_path(comp_name, attn, calls)
             used.update(name for name in FUSED_PROJECTIONS if calls.get(name))
+        processors = sorted({type(getattr(a, "processor", None)).__name__ for a in attns})
         evidence.append(
             f"{len(attns)} attention modules of the {comp_name} ran their fused projections "
-            f"({'/'.join(sorted(used))}) and not the separate ones in a probe call"
+            f"({'/'.join(sorted(used))}) and not the separate ones in a probe call "
+            f"(processors: {', '.join(processors)})"
         )
     return evidence
 

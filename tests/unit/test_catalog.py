@@ -92,8 +92,10 @@ def test_directory_without_model_index(tmp_path: Path) -> None:
 
 
 def test_unsupported_pipeline_class(tmp_path: Path) -> None:
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(UnsupportedPipelineError, match=r"'FluxPipeline'.*StableDiffusionXLPipeline"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "QwenImagePipeline"}))
+    with pytest.raises(
+        UnsupportedPipelineError, match=r"'QwenImagePipeline'.*FluxPipeline \(flux\).*WanPipeline"
+    ):
         get_model(str(tmp_path))
 
 
