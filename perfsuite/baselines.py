@@ -79,9 +79,14 @@ _BOUNDS: dict[str, tuple[float, float, str]] = {
     "max_graph_breaks": (0.0, math.inf, "a whole number >= 0"),
     "max_recompiles": (0.0, math.inf, "a whole number >= 0"),
     "max_syncs_per_step": (0.0, math.inf, "a number >= 0 (0 = no host-device sync in the loop)"),
+    "max_memory_ratio": (
+        0.0,
+        math.inf,
+        "a ratio >= 0 of the case's peak memory over the reference's (0.7 = 30% less)",
+    ),
 }
 #: Bounds that no check applies unless policy.toml sets them.
-OPTIONAL_BOUNDS = ("max_syncs_per_step",)
+OPTIONAL_BOUNDS = ("max_syncs_per_step", "max_memory_ratio")
 BOUND_KEYS: tuple[str, ...] = tuple(_BOUNDS)
 _BUILTIN_DEFAULTS = {
     "min_speedup": 0.0,
@@ -239,6 +244,7 @@ class Bounds:
     max_graph_breaks: float = 0.0
     max_recompiles: float = 0.0
     max_syncs_per_step: float | None = None
+    max_memory_ratio: float | None = None
 
 
 @dataclass(frozen=True)

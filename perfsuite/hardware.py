@@ -355,14 +355,17 @@ class Capabilities:
     supports_efficient_sdpa: bool
     supports_cudnn_sdpa: bool
     has_triton: bool
+    #: Hardware float8 (e4m3/e5m2) matmuls: NVIDIA compute capability 8.9 (Ada) or newer.
+    supports_fp8_matmul: bool = False
 
 
 def capabilities(device: str) -> Capabilities:
     """Capabilities of ``device`` ("cpu", "cuda", "cuda:N"); ValueError if it is invalid or absent.
 
     CPU: bf16 and fp16 run (possibly slowly), SDPA has a flash kernel, nothing else. CUDA: TF32,
-    flash and cuDNN SDPA need compute capability 8.0 (Ampere) or newer; memory-efficient SDPA is
-    always there; Triton counts when it is importable.
+    flash and cuDNN SDPA need compute capability 8.0 (Ampere) or newer; float8 matmuls need 8.9
+    (Ada, Hopper and newer); memory-efficient SDPA is always there; Triton counts when it is
+    importable.
     """
     resolved = resolve_device(device)
     if resolved == "cpu":
@@ -395,4 +398,5 @@ def capabilities(device: str) -> Capabilities:
         supports_efficient_sdpa=True,
         supports_cudnn_sdpa=ampere,
         has_triton=importlib.util.find_spec("triton") is not None,
+        supports_fp8_matmul=(major, minor) >= (8, 9),
     )

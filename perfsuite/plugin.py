@@ -63,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-preset",
         type=options.preset,
         default=DEFAULT_PRESET,
-        help=f"which optimization combos to run: ladder, single, pairs or full. Default: {DEFAULT_PRESET}.",
+        help="which optimization combos to run: ladder, single, pairs, full, flux-fast (the ladder of "
+        f"huggingface/flux-fast) or caches (each diffusers step cache alone). Default: {DEFAULT_PRESET}.",
     )
     group.addoption(
         "--perf-rounds",

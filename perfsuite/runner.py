@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +205,18 @@ def _verify_trace(combo: Combo, trace: RunTrace, target: Target) -> list[str]:
     return evidence
 
 
+@contextmanager
+def _probes(pipe: Any, combo: Combo, target: Target) -> Iterator[dict[str, Any]]:
+    """Hold every technique's ``probe`` around one call; yields ``{technique: what it recorded}``."""
+    found: dict[str, Any] = {}
+    with ExitStack() as stack:
+        for name in combo.techniques:
+            technique = get_technique(name)
+            if technique.probe is not None:
+                found[name] = stack.enter_context(technique.probe(pipe, target))
+        yield found
+
+
 def run_case(
     spec: ModelSpec,
     combo: Combo,
@@ -223,6 +235,8 @@ def run_case(
     """
     snapshot = GlobalSnapshot.take()
     device = target.device
+    if target.call_arguments is None:
+        target = dataclasses.replace(target, call_arguments=spec.call_arguments)
     pipe = make_pipe(combo.dtype)
     try:
         result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure)
@@ -271,7 +285,9 @@ def _measure(
                 warmup_s.append(seconds)
         peak = memory.peak_bytes()
         if settings.trace:
-            trace = trace_call(call, device, compiled)
+            with _probes(pipe, combo, target) as probed:
+                trace = trace_call(call, device, compiled)
+            trace = dataclasses.replace(trace, probes=probed)
             evidence.extend(_verify_trace(combo, trace, target))
 
         last: list[Any] = []
@@ -308,7 +324,8 @@ def _measure(
         if settings.diagnostics:
             # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
             # counter, so a quantized combo is counted on the reference pipeline: the same math.
-            flops_pipe = reference.pipe if "int8-dq" in combo.techniques else None
+            quantized = any(get_technique(t).group == "quant" for t in combo.techniques)
+            flops_pipe = reference.pipe if quantized else None
             found = collect(pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
             result = dataclasses.replace(result, diagnostics=found.to_dict())
         if remeasure is not None and remeasure(result):

@@ -36,7 +36,7 @@ from perfsuite.optimizations.base import (
 )
 from perfsuite.optimizations.builtin import BUILTIN_GROUPS
 from perfsuite.optimizations.compilation import INDUCTOR_FLAGS, INDUCTOR_INT8_FLAGS, inductor_flags_for
-from perfsuite.optimizations.quantization import dynamic_quant_filter, is_int8_weight
+from perfsuite.optimizations.quantization import dynamic_quant_filter, is_fp8_weight, is_int8_weight
 from perfsuite.registry import NAME_PATTERN, Registry, caller_source
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "dynamic_quant_filter",
     "get_technique",
     "inductor_flags_for",
+    "is_fp8_weight",
     "is_int8_weight",
     "register_technique",
     "torch_dtype",

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from perfsuite.optimizations import attention, compilation, layout, precision, quantization, scheduler
+from perfsuite.optimizations import (
+    attention,
+    caching,
+    compilation,
+    layout,
+    memory,
+    precision,
+    quantization,
+    scheduler,
+)
 from perfsuite.optimizations.base import Technique
 
 __all__ = ["BUILTIN_GROUPS", "BUILTIN_MODULES", "builtin_techniques"]
 
 #: perfsuite's own technique groups in the order their tokens appear in a combo id. A combo holds
-#: at most one technique of each group.
+#: at most one technique of each group. The step caches (``cache``: diffusers holds one at a time) and
+#: the memory techniques (``memory``: float8 weight storage or group offloading) come last: they act
+#: on the model as the groups before them left it, and read as "this pipeline, then cached / offloaded".
 BUILTIN_GROUPS: tuple[str, ...] = (
     "dtype",
     "tf32",
@@ -27,6 +38,8 @@ BUILTIN_GROUPS: tuple[str, ...] = (
     "inductor",
     "fuse",
     "quant",
+    "cache",
+    "memory",
 )
 
 #: The modules of perfsuite's own techniques, in the order the techniques are listed.
@@ -37,6 +50,8 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     compilation,
     quantization,
     scheduler,
+    caching,
+    memory,
 )
 
 

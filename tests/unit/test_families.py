@@ -86,6 +86,12 @@ def test_every_technique_is_decided_from_family_and_device_as_for_the_unet_famil
         if name == "regional-compile" and family == "sd3":
             assert reason is not None
             assert "SD3Transformer2DModel declares no _repeated_blocks" in reason
+        elif TECHNIQUES[name].group == "cache":  # step caches need a CacheMixin transformer
+            if family == "sd3":
+                assert reason is not None and "SD3Transformer2DModel has no enable_cache" in reason
+            else:
+                assert reason is None, name
+            assert _reason(name, "sd", caps) is not None
         else:  # the same answer as on the SD UNet: only the device decides
             assert reason == _reason(name, "sd", caps), name
 
@@ -93,8 +99,10 @@ def test_every_technique_is_decided_from_family_and_device_as_for_the_unet_famil
 def test_the_single_preset_prunes_only_for_the_device_and_sd3_regional_compile() -> None:
     plans = {f: build_plan("single", torch.device("cpu"), CPU, f) for f in NEW}
     reference = {p.combo.id for p in build_plan("single", torch.device("cpu"), CPU, "sd").pruned}
-    assert {p.combo.id for p in plans["flux"].pruned} == reference
-    assert {p.combo.id for p in plans["wan"].pruned} == reference
+    caches = {f"fp32+{n}" for n, t in TECHNIQUES.items() if t.group == "cache"}  # UNets have no enable_cache
+    assert caches <= reference
+    assert {p.combo.id for p in plans["flux"].pruned} == reference - caches
+    assert {p.combo.id for p in plans["wan"].pruned} == reference - caches
     sd3 = {p.combo.id: p.reason for p in plans["sd3"].pruned}
     assert set(sd3) == reference | {"fp32+regional-compile"}
     assert "no _repeated_blocks" in sd3["fp32+regional-compile"]

@@ -67,6 +67,8 @@ def test_every_technique_of_the_guide_has_an_entry_with_verify():
         "fp32", "bf16", "fp16", "tf32", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
         "channels-last", "compile", "compile-reduce-overhead", "compile-max-autotune",
         "inductor-flags", "regional-compile", "compile-regions", "int8-dq", "fuse-qkv", "sigmas-cpu",
+        "fp8-dq", "first-block-cache", "taylorseer-cache", "mag-cache", "faster-cache", "pab-cache",
+        "layerwise-fp8", "group-offload",
     }  # fmt: skip
     assert set(TECHNIQUES) == expected
     assert all(callable(t.verify) and t.summary for t in TECHNIQUES.values())
