@@ -5,7 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import diffusers  # noqa: F401
 import pytest
+
+# pytester's in-process runs drop every module imported during the run from sys.modules when they end.
+# diffusers imports torch._dynamo, which registers torch operator libraries that cannot be registered
+# twice; importing it here, before any pytester run, keeps it loaded across them.
 
 POLICY = Path(__file__).resolve().parents[1] / "baselines" / "policy.toml"
 
