@@ -389,9 +389,12 @@ def _latency_history(
             )
             return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
     change = new_median / old_median - 1.0
-    p_value = mann_whitney_u(new_samples, old_samples).p_greater
-    significant = p_value < ALPHA
-    detail = f"{change:+.1%} vs baseline, Mann-Whitney p = {p_value:.2g} (slower if p < {ALPHA})"
+    test = mann_whitney_u(new_samples, old_samples)
+    significant = test.p_greater < ALPHA
+    detail = (
+        f"{change:+.1%} vs baseline, Mann-Whitney p = {test.p_greater:.2g} "
+        f"({test.method}; slower if p < {ALPHA})"
+    )
     status = FAIL if change > tolerance and significant else PASS
     return Check("latency", "history", status, obtained, expected, bound, source, detail, True)
 

@@ -157,7 +157,7 @@ def test_speedup_drop_fails_only_when_the_intervals_do_not_overlap():
     check = by_field(check_history(dropped, old, bounds(), MACHINE), "speedup")
     assert check.status == FAIL and check.timing
     noisy = measurement(0.7, 1.0, noise=0.4, seed=3)
-    assert noisy["speedup_ci"][1] >= 2.0
+    assert noisy["speedup_ci"][1] >= old.measurement["speedup_ci"][0]  # the intervals overlap
     assert by_field(check_history(noisy, old, bounds(), MACHINE), "speedup").status == PASS
     # A noisy baseline (a bimodal machine) widens its own interval: a tight drop inside it passes.
     wide_old = baseline(measurement(0.5, 1.0, noise=0.4, seed=3))
