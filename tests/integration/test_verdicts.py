@@ -1,0 +1,210 @@
+"""Verdicts end to end, through pytester: compile health gated after warm-up (regional compilation
+passes, a recompile on every call fails), a technique that cannot prove itself and a graph break under
+fullgraph each fail with a verdict (not a traceback), and the case-tensor memory check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FAST = ("--perf-device=cpu", "--perf-rounds=3", "-p", "no:randomly")
+
+
+def results(project, folder: str = "report") -> dict[str, dict]:
+    """The cases of the run's results.json, by combo."""
+    document = json.loads((project.path / folder / "results.json").read_text())
+    return {case["combo"]: case for case in document["cases"]}
+
+
+def check(case: dict, field: str, kind: str = "policy") -> dict:
+    (found,) = [c for c in case["verdict"]["checks"] if c["field"] == field and c["kind"] == kind]
+    return found
+
+
+# --- compile health --------------------------------------------------------------------------------------
+
+
+def test_regional_compile_passes_its_compile_health_on_unchanged_code(project):
+    """compile_repeated_blocks compiles one block class; the blocks of the other UNet levels have other
+    shapes and recompile during warm-up (all of them in the first call). That is information, not a
+    regression: only recompiles after warm-up are gated."""
+    run = project.runpytest_subprocess(
+        *FAST, "--perf-warmup=2", "--perf-steps=2", "--perf-preset=single", "-k", "regional-compile",
+        "--perf-report=report",
+    )  # fmt: skip
+    run.assert_outcomes(passed=1)
+    run.stdout.fnmatch_lines(["*fp32+regional-compile: warm-up compiled * graphs with * recompiles (not*"])
+    case = results(project)["fp32+regional-compile"]
+    measurement = case["measurement"]
+    assert measurement["warmup_recompiles"] >= 1 and measurement["unique_graphs"] >= 2
+    assert (measurement["recompiles"], measurement["graph_breaks"]) == (0, 0)
+    assert check(case, "recompiles")["status"] == "pass"
+    assert "warm-up (not gated)" in check(case, "recompiles")["detail"]
+
+
+RECOMPILE_EVERY_CALL = """
+import diffusers
+from diffusers.models.attention import BasicTransformerBlock
+
+_forward = BasicTransformerBlock.forward
+_call = diffusers.StableDiffusionPipeline.__call__
+STATE = {"scale": 1.0}
+
+
+def call(self, *args, **kwargs):
+    STATE["scale"] += 1e-6  # a new Python float on every pipeline call
+    return _call(self, *args, **kwargs)
+
+
+def forward(self, hidden_states, *args, **kwargs):
+    # The planted regression: the compiled block reads a float that changes on every call. dynamo
+    # specializes on float values, so each pipeline call fails a guard and recompiles.
+    return _forward(self, hidden_states * STATE["scale"], *args, **kwargs)
+
+
+BasicTransformerBlock.forward = forward
+diffusers.StableDiffusionPipeline.__call__ = call
+"""
+
+
+def test_a_recompile_on_every_call_fails_the_compile_health_check(project):
+    project.makeconftest(RECOMPILE_EVERY_CALL)
+    run = project.runpytest_subprocess(
+        *FAST, "--perf-warmup=2", "--perf-steps=2", "--perf-preset=single", "-k", "regional-compile",
+    )  # fmt: skip
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(["*recompiles (policy): FAIL*", "*obtained: * recompilations after warm-up*"])
+
+
+# --- failures before measuring are verdicts --------------------------------------------------------------
+
+NO_OP_FUSE_QKV = """
+from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+
+
+def fuse_qkv_projections(self, unet=True, vae=True):
+    pass  # the planted regression: fusing does nothing
+
+
+StableDiffusionMixin.fuse_qkv_projections = fuse_qkv_projections
+"""
+
+
+def test_a_technique_that_cannot_prove_itself_fails_with_a_verify_verdict(project):
+    project.makeconftest(NO_OP_FUSE_QKV)
+    run = project.runpytest_subprocess(
+        *FAST, "--perf-warmup=1", "--perf-steps=2", "--perf-preset=single", "-k", "fp32] or fuse-qkv",
+        "--perf-report=report",
+    )  # fmt: skip
+    run.assert_outcomes(passed=1, failed=1)
+    run.stdout.fnmatch_lines(
+        [
+            "*tiny-sd/fp32+fuse-qkv on profile cpu-*: 1 check(s) failed*",
+            "*verify (policy): FAIL*",
+            "*obtained: fuse-qkv: unet attention uses AttnProcessor2_0*",
+            "*expected: fuse-qkv active: fused QKV*",
+            "*the case was not measured*",
+            "!! fp32+fuse-qkv * FAIL (verify)",
+        ]
+    )
+    assert "NotActiveError" not in run.stdout.str()  # a verdict, not a traceback
+    case = results(project)["fp32+fuse-qkv"]
+    assert (case["status"], case["measurement"]) == ("fail", None)
+    assert "NotActiveError" in check(case, "verify")["log"]
+    assert "fp32+fuse-qkv" in (project.path / "report" / "summary.md").read_text()
+    assert 'class="log"' in (project.path / "report" / "report.html").read_text()
+
+
+GRAPH_BREAK = """
+import torch
+from diffusers.models.attention import BasicTransformerBlock
+
+_forward = BasicTransformerBlock.forward
+
+
+def forward(self, *args, **kwargs):
+    torch._dynamo.graph_break()  # the planted regression: a graph break inside every block
+    return _forward(self, *args, **kwargs)
+
+
+BasicTransformerBlock.forward = forward
+"""
+
+
+def test_a_graph_break_under_fullgraph_fails_with_a_one_line_dynamo_verdict(project):
+    project.makeconftest(GRAPH_BREAK)
+    run = project.runpytest_subprocess(
+        *FAST, "--perf-warmup=1", "--perf-steps=2", "--perf-preset=single", "-k", "fp32+compile]",
+        "--perf-report=report",
+    )  # fmt: skip
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(
+        [
+            "*dynamo (policy): FAIL*",
+            "*obtained: compile: Unsupported: *graph_break*",
+            "*why:      at *conftest.py:* in forward*",
+        ]
+    )
+    assert "Traceback" not in run.stdout.str()
+    case = results(project)["fp32+compile"]
+    assert case["status"] == "fail" and "Traceback" in check(case, "dynamo")["log"]
+
+
+# --- memory: the bytes held by the case's tensors --------------------------------------------------------
+
+EXTRA_BUFFER = """
+import diffusers
+import torch
+
+_call = diffusers.StableDiffusionPipeline.__call__
+
+
+def call(self, *args, **kwargs):
+    # The planted regression: a buffer of a quarter of the UNet's parameters, held during each call.
+    quarter = sum(p.numel() * p.element_size() for p in self.unet.parameters()) // 4
+    held = torch.ones(quarter, dtype=torch.uint8)
+    try:
+        return _call(self, *args, **kwargs)
+    finally:
+        del held
+
+
+diffusers.StableDiffusionPipeline.__call__ = call
+"""
+
+
+def test_an_extra_buffer_of_a_quarter_of_the_unet_fails_the_memory_check(project):
+    args = (*FAST, "--perf-warmup=1", "--perf-steps=2", "--perf-preset=single", "-k", "fp32]")
+    project.runpytest_subprocess(*args, "--perf-update-baselines").assert_outcomes(passed=1)
+    project.makeconftest(EXTRA_BUFFER)
+    run = project.runpytest_subprocess(*args, "--perf-report=report")
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(["*peak memory (history): FAIL*", "*obtained: * MiB (cpu-case-tensors)*"])
+    grown = check(results(project)["fp32"], "peak memory", "history")
+    assert grown["status"] == "fail"
+
+
+def test_a_case_recorded_alone_passes_as_the_last_case_of_the_eager_single_set(project):
+    eager = (*FAST, "--perf-warmup=1", "--perf-steps=2", "--perf-preset=single")
+    alone = project.runpytest_subprocess(*eager, "-k", "channels-last", "--perf-update-baselines")
+    alone.assert_outcomes(passed=1)
+    run = project.runpytest_subprocess(*eager, "-m", "not slow and not compile", "--perf-report=report")
+    cases = results(project)
+    assert list(cases)[-1] == "fp32+channels-last", list(cases)
+    last = cases["fp32+channels-last"]
+    assert check(last, "peak memory", "history")["status"] == "pass", check(last, "peak memory", "history")
+    assert last["status"] == "pass", run.stdout.str()
+    stored = json.loads(next(Path(project.path, "baselines").glob("cpu-*/tiny-sd/fp32+channels-last.json"))
+                        .read_text())["measurement"]  # fmt: skip
+    assert last["measurement"]["peak_mem_bytes"] == stored["peak_mem_bytes"]  # eager: to the byte
+    assert last["measurement"]["peak_mem_kind"] == "cpu-case-tensors"
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_cache(monkeypatch):
+    """Each run compiles into its own fresh cache (the plugin's default), whatever the caller set."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
