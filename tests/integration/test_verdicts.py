@@ -5,6 +5,7 @@ fullgraph each fail with a verdict (not a traceback), and the case-tensor memory
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -48,22 +49,28 @@ def test_regional_compile_passes_its_compile_health_on_unchanged_code(project):
 
 RECOMPILE_EVERY_CALL = """
 import diffusers
+import torch
 from diffusers.models.attention import BasicTransformerBlock
 
 _forward = BasicTransformerBlock.forward
 _call = diffusers.StableDiffusionPipeline.__call__
-STATE = {"scale": 1.0}
+STATE = {"calls": 0, "tag": "call-0"}
+# Room for a recompile on every call, so that the compile-health check (not the limit) catches it.
+torch._dynamo.config.recompile_limit = 64
 
 
 def call(self, *args, **kwargs):
-    STATE["scale"] += 1e-6  # a new Python float on every pipeline call
+    STATE["calls"] += 1
+    STATE["tag"] = f"call-{STATE['calls']}"
     return _call(self, *args, **kwargs)
 
 
 def forward(self, hidden_states, *args, **kwargs):
-    # The planted regression: the compiled block reads a float that changes on every call. dynamo
-    # specializes on float values, so each pipeline call fails a guard and recompiles.
-    return _forward(self, hidden_states * STATE["scale"], *args, **kwargs)
+    # The planted regression: the compiled block branches on a string that changes on every call.
+    # dynamo specializes on string values, so each pipeline call fails a guard and recompiles.
+    if STATE["tag"].endswith("-never"):
+        hidden_states = hidden_states + 1
+    return _forward(self, hidden_states, *args, **kwargs)
 
 
 BasicTransformerBlock.forward = forward
@@ -78,6 +85,10 @@ def test_a_recompile_on_every_call_fails_the_compile_health_check(project):
     )  # fmt: skip
     run.assert_outcomes(failed=1)
     run.stdout.fnmatch_lines(["*recompiles (policy): FAIL*", "*obtained: * recompilations after warm-up*"])
+    # At least one recompile in each call after warm-up: the profiled call and the 3 timed rounds
+    # (one per block shape, in fact: 3 per call on tiny-sd).
+    found = re.search(r"obtained: (\d+) recompilations after warm-up", run.stdout.str())
+    assert found is not None and int(found[1]) >= 4
 
 
 # --- failures before measuring are verdicts --------------------------------------------------------------
