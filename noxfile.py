@@ -17,9 +17,37 @@ def _install(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the unit tests (fast, CPU)."""
+    """Run the fast tests (tests/unit, a few minutes on 2 CPU cores)."""
     _install(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """Run the end-to-end tests (tests/integration: real runs of the suite through pytester)."""
+    _install(session)
+    session.run("pytest", "tests/integration", *session.posargs)
+
+
+#: The oldest and the newest releases that pyproject.toml admits of the libraries whose APIs perfsuite
+#: calls. A declared range is a promise: `nox -s versions` runs the fast tests against both ends.
+VERSION_BOUNDS = {
+    "floor": ("torch==2.9.0", "diffusers==0.36.0", "transformers==4.57.0", "torchao==0.14.0",
+              "accelerate==1.10.0"),
+    "ceiling": ("torch==2.14.1", "diffusers==0.42.1", "transformers==5.24.0", "torchao==0.18.0",
+                "accelerate==1.15.0"),
+}  # fmt: skip
+
+
+@nox.session(default=False)
+@nox.parametrize("bound", list(VERSION_BOUNDS))
+def versions(session: nox.Session, bound: str) -> None:
+    """Run the fast tests against the oldest and the newest torch, diffusers, transformers, torchao."""
+    session.install("-e", ".[dev]", *VERSION_BOUNDS[bound])
+    names = ("torch", "diffusers", "transformers", "torchao", "accelerate")
+    show = "; ".join(f"import {n}; print('{n}', {n}.__version__)" for n in names)
+    session.run("python", "-c", show)
+    session.run("pytest", "tests/unit", *session.posargs)
 
 
 @nox.session
@@ -27,6 +55,7 @@ def lint(session: nox.Session) -> None:
     """Lint with ruff and type-check with mypy."""
     _install(session)
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy")
 
 

@@ -4,6 +4,11 @@ No torch. Images are ``H x W x C`` arrays with ``C`` in (1, 3, 4): float in ``[0
 ``output_type="np"``, one image) or ``uint8`` (loaded from PNG). Both kinds can be compared with each
 other; they are converted with :func:`to_float01`.
 
+A video is its frames, ``T x H x W x C`` (``output.frames[0]`` of a video pipeline). It is compared frame
+by frame (:attr:`Comparison.frame_ssim`: SSIM is the mean over frames, and the worst frame is named),
+and stored as one PNG with the frames side by side (:func:`frames_side_by_side`), so that baselines
+stay JSON and PNG; a stored strip is split back into frames when compared (:func:`split_frames`).
+
 * :func:`check_finite` -- NaN or inf anywhere is a failure (:class:`NonFiniteImageError`), never "similar".
 * :func:`compare` -- :class:`Comparison` with SSIM (explicit ``data_range=1`` and ``channel_axis``, a window
   that fits small images), PSNR in dB (``inf`` when identical), and max / mean absolute difference.
@@ -45,8 +50,10 @@ __all__ = [
     "compare",
     "diff_image",
     "encode_png",
+    "frames_side_by_side",
     "load_png",
     "save_png",
+    "split_frames",
     "ssim_map",
     "structure_report",
     "to_float01",
@@ -90,6 +97,13 @@ class Comparison:
     max_abs_diff: float
     mean_abs_diff: float
     shape: tuple[int, ...]
+    #: SSIM of each frame, for a video (``ssim`` is then their mean); empty for an image.
+    frame_ssim: tuple[float, ...] = ()
+
+    @property
+    def worst_frame(self) -> int | None:
+        """Index of the frame with the lowest SSIM (the first of equals), or ``None`` for an image."""
+        return int(np.argmin(self.frame_ssim)) if self.frame_ssim else None
 
 
 @dataclass(frozen=True)
@@ -122,11 +136,15 @@ def check_finite(image: npt.ArrayLike, what: str, *, hint: str = _PIPELINE_HINT)
         )
 
 
-def _validated(image: npt.ArrayLike, what: str, hint: str = _PIPELINE_HINT) -> npt.NDArray[np.float32]:
+def _validated(
+    image: npt.ArrayLike, what: str, hint: str = _PIPELINE_HINT, *, frames: bool = False
+) -> npt.NDArray[np.float32]:
     arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] not in _CHANNELS:
+    dims_ok = arr.ndim == 3 or (frames and arr.ndim == 4 and arr.shape[0] >= 1)
+    if not dims_ok or arr.shape[-1] not in _CHANNELS:
+        expected = "H x W x C (or T x H x W x C frames of a video)" if frames else "H x W x C"
         raise InvalidImageError(
-            f"{what} has shape {arr.shape}: expected H x W x C with C in {_CHANNELS} "
+            f"{what} has shape {arr.shape}: expected {expected} with C in {_CHANNELS} "
             "(one image, channels last, as from output_type='np' with the batch index taken)"
         )
     if arr.dtype == np.uint8:
@@ -166,11 +184,43 @@ def _label(what: str, role: str) -> str:
     return f"{what} {role} image" if what else f"{role} image"
 
 
+def frames_side_by_side(frames: npt.ArrayLike) -> npt.NDArray[np.generic]:
+    """``T x H x W x C`` frames as one ``H x (T*W) x C`` image, frame 0 on the left; an image stays as is."""
+    arr = np.asarray(frames)
+    if arr.ndim != 4:
+        return arr
+    count, height, width, channels = arr.shape
+    return arr.transpose(1, 0, 2, 3).reshape(height, count * width, channels)
+
+
+def split_frames(
+    strip: npt.ArrayLike, frame_shape: tuple[int, ...], what: str = ""
+) -> npt.NDArray[np.generic]:
+    """Undo :func:`frames_side_by_side`: an ``H x (T*W) x C`` strip as ``T x H x W x C`` frames.
+
+    ``frame_shape`` is ``(T, H, W, C)``; a strip of another size raises :class:`ImageMismatchError`.
+    """
+    arr = np.asarray(strip)
+    count, height, width, channels = frame_shape
+    if arr.shape != (height, count * width, channels):
+        prefix = f"{what}: " if what else ""
+        raise ImageMismatchError(
+            f"{prefix}expected image has shape {arr.shape}, which is not {count} frames of {height}x{width}x"
+            f"{channels} side by side ({height}, {count * width}, {channels}): a different frame count or "
+            "size in the call, or a stale reference"
+        )
+    return arr.reshape(height, count, width, channels).transpose(1, 0, 2, 3)
+
+
 def _pair(
     obtained: npt.ArrayLike, expected: npt.ArrayLike, what: str
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    a = _validated(obtained, _label(what, "obtained"))
-    b = _validated(expected, _label(what, "expected"), hint="the stored reference image is corrupt")
+    a = _validated(obtained, _label(what, "obtained"), frames=True)
+    b = _validated(
+        expected, _label(what, "expected"), hint="the stored reference image is corrupt", frames=True
+    )
+    if a.ndim == 4 and b.ndim == 3:
+        b = np.asarray(split_frames(b, a.shape, what), dtype=np.float32)
     if a.shape != b.shape:
         prefix = f"{what}: " if what else ""
         raise ImageMismatchError(
@@ -181,7 +231,7 @@ def _pair(
 
 
 def _win_size(shape: tuple[int, ...]) -> int:
-    side = min(shape[0], shape[1])
+    side = min(shape[-3], shape[-2])
     if side >= DEFAULT_WIN_SIZE:
         return DEFAULT_WIN_SIZE
     if side < 3:
@@ -189,28 +239,43 @@ def _win_size(shape: tuple[int, ...]) -> int:
     return side if side % 2 else side - 1
 
 
+def _ssim(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=_win_size(a.shape)))
+
+
 def compare(obtained: npt.ArrayLike, expected: npt.ArrayLike, what: str = "") -> Comparison:
     """Compare ``obtained`` with ``expected``; ``what`` (e.g. ``"tiny-sd/fp16"``) names them in errors.
 
     SSIM uses a 7 px window, or for images smaller than that the largest odd side that fits (at least 3).
+    Video frames (``T x H x W x C``) are compared frame by frame: ``ssim`` is the mean of
+    :attr:`Comparison.frame_ssim`; PSNR and the differences cover all frames. The expected video may be
+    its stored strip of frames side by side.
     """
     a, b = _pair(obtained, expected, what)
     abs_diff = np.abs(a - b)
     max_abs = float(abs_diff.max())
-    ssim = structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=_win_size(a.shape))
+    frame_ssim = tuple(_ssim(fa, fb) for fa, fb in zip(a, b, strict=True)) if a.ndim == 4 else ()
+    ssim = float(np.mean(frame_ssim)) if frame_ssim else _ssim(a, b)
     psnr = float("inf") if max_abs == 0.0 else float(peak_signal_noise_ratio(b, a, data_range=1.0))
     return Comparison(
-        ssim=float(ssim),
+        ssim=ssim,
         psnr_db=psnr,
         max_abs_diff=max_abs,
         mean_abs_diff=float(abs_diff.mean()),
         shape=tuple(a.shape),
+        frame_ssim=frame_ssim,
     )
 
 
 def ssim_map(obtained: npt.ArrayLike, expected: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Per-pixel SSIM (``H x W``, averaged over channels); 1 where the images agree locally."""
+    """Per-pixel SSIM (``H x W``, averaged over channels); 1 where the images agree locally.
+
+    For video frames, the frames' maps side by side (``H x (T*W)``).
+    """
     a, b = _pair(obtained, expected, "")
+    if a.ndim == 4:
+        maps = [ssim_map(fa, fb) for fa, fb in zip(a, b, strict=True)]
+        return np.asarray(frames_side_by_side(np.stack(maps)[..., None])[..., 0], dtype=np.float32)
     _, full = structural_similarity(
         a, b, data_range=1.0, channel_axis=-1, win_size=_win_size(a.shape), full=True
     )
@@ -218,12 +283,13 @@ def ssim_map(obtained: npt.ArrayLike, expected: npt.ArrayLike) -> npt.NDArray[np
 
 
 def diff_image(obtained: npt.ArrayLike, expected: npt.ArrayLike, gain: float = 10.0) -> npt.NDArray[np.uint8]:
-    """Absolute difference times ``gain``, clipped to ``[0, 1]``, as uint8 ``H x W x C`` for people."""
+    """Absolute difference times ``gain``, clipped to ``[0, 1]``, as uint8 ``H x W x C`` for people
+    (for video frames, the frames' differences side by side)."""
     if not (np.isfinite(gain) and gain > 0):
         raise ValueError(f"gain must be a positive finite number, got {gain!r}")
     a, b = _pair(obtained, expected, "")
     amplified = np.clip(np.abs(a - b) * np.float32(gain), 0.0, 1.0)
-    return to_uint8(amplified)
+    return to_uint8(frames_side_by_side(amplified))
 
 
 def structure_report(image: npt.ArrayLike, what: str = "image") -> Structure:
@@ -231,8 +297,9 @@ def structure_report(image: npt.ArrayLike, what: str = "image") -> Structure:
 
     A pixel is saturated when every channel is at most ``1/255`` or at least ``254/255`` after rounding to
     uint8 (black, white, pure primaries). ``distinct_values`` counts distinct uint8 levels over all channels.
+    Video frames are measured side by side, as one image.
     """
-    arr = _validated(image, what)
+    arr = _validated(frames_side_by_side(_validated(image, what, frames=True)), what)
     quantized = to_uint8(arr, what)
     saturated = np.all((quantized <= 1) | (quantized >= 254), axis=-1)
     return Structure(
@@ -269,14 +336,20 @@ def check_structure(
     return s
 
 
-def _comparison_dict(comparison: Comparison) -> dict[str, float | None]:
+def _comparison_dict(comparison: Comparison) -> dict[str, object]:
     psnr = comparison.psnr_db if np.isfinite(comparison.psnr_db) else None  # None: identical images
-    return {
+    result: dict[str, object] = {
         "ssim": comparison.ssim,
         "psnr_db": psnr,
         "max_abs_diff": comparison.max_abs_diff,
         "mean_abs_diff": comparison.mean_abs_diff,
     }
+    if comparison.frame_ssim:
+        result["frames"] = len(comparison.frame_ssim)
+        result["frame_ssim"] = list(comparison.frame_ssim)
+        result["worst_frame"] = comparison.worst_frame
+        result["worst_frame_ssim"] = min(comparison.frame_ssim)
+    return result
 
 
 def assess(
@@ -290,8 +363,10 @@ def assess(
 
     Returns ``{"non_finite": message or None, "reference": {...} or None, "stored": {...} or None,
     "stored_note": why stored is None}``; each comparison holds ``ssim``, ``psnr_db`` (None when the
-    images are identical), ``max_abs_diff`` and ``mean_abs_diff``. A non-finite output is never
-    compared: NaN must not pass as similar. Shape mismatches raise :class:`ImageMismatchError`.
+    images are identical), ``max_abs_diff`` and ``mean_abs_diff``; for video frames also ``frames``,
+    ``frame_ssim`` (per frame), ``worst_frame`` (its index) and ``worst_frame_ssim`` (``ssim`` is their
+    mean). A non-finite output is never compared: NaN must not pass as similar. Shape mismatches raise
+    :class:`ImageMismatchError`.
     """
     try:
         check_finite(obtained, what or "the output")
@@ -310,8 +385,8 @@ def assess(
 
 
 def encode_png(image: npt.ArrayLike, what: str = "image") -> bytes:
-    """``image`` as the bytes of an 8-bit PNG (for staged, all-or-nothing writes)."""
-    pixels = to_uint8(image, what)
+    """``image`` as the bytes of an 8-bit PNG (for staged, all-or-nothing writes); frames side by side."""
+    pixels = to_uint8(frames_side_by_side(_validated(image, what, frames=True)), what)
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
     return buffer.getvalue()

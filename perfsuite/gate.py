@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from perfsuite.baselines import Baseline, Bounds
+from perfsuite.hardware import version_changes
 from perfsuite.stats import mann_whitney_u
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "check_diagnostics",
     "check_fidelity",
     "check_history",
+    "check_memory_ratio",
     "check_policy",
     "interval",
     "judge",
@@ -387,6 +389,34 @@ def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Ch
     return checks
 
 
+def check_memory_ratio(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """The memory-drop floor of the memory techniques: the case's peak over the in-run reference's.
+
+    Checked only where the policy sets ``max_memory_ratio``. Both peaks must be of the same kind
+    (``peak_mem_kind`` and ``reference_peak_mem_kind``); a measurement without the reference's peak
+    reports the check as not compared, with the reason.
+    """
+    limit = bounds.max_memory_ratio
+    if limit is None:
+        return []
+    source = f"max_memory_ratio from {bounds.sources.get('max_memory_ratio', 'policy')}"
+    bound = f"<= {limit:.2f}x the reference's peak"
+    peak, reference = number(measurement, "peak_mem_bytes"), number(measurement, "reference_peak_mem_bytes")
+    kind, reference_kind = measurement.get("peak_mem_kind"), measurement.get("reference_peak_mem_kind")
+    if peak is None or not reference or kind != reference_kind:
+        obtained = "(none)" if peak is None else f"{_mib(peak)} ({kind})"
+        detail = (
+            "the measurement holds no peak memory of the in-run reference"
+            if not reference
+            else f"peaks of different kinds ({kind} vs the reference's {reference_kind}) are not comparable"
+        )
+        return [Check("memory ratio", "policy", NOT_COMPARED, obtained, "", bound, source, detail)]
+    ratio = peak / reference
+    status = FAIL if ratio > limit else PASS
+    obtained = f"{_mib(peak)} = {ratio:.2f}x the reference's {_mib(reference)} ({kind})"
+    return [Check("memory ratio", "policy", status, obtained, "", bound, source)]
+
+
 def _baseline_label(baseline: Baseline) -> str:
     commit = f", commit {baseline.commit[:10]}" if baseline.commit else ""
     return f"{baseline.path} ({baseline.created[:10]}{commit})"
@@ -534,6 +564,7 @@ def judge(
         *check_policy(measurement, bounds),
         *check_fidelity(measurement, bounds),
         *check_diagnostics(measurement, bounds),
+        *check_memory_ratio(measurement, bounds),
     ]
     if baseline is not None and measurement.get("call") != baseline.measurement.get("call"):
         detail = (
@@ -545,4 +576,9 @@ def judge(
         checks.extend(check_history(measurement, baseline, bounds, machine))
     elif baseline_file is not None:
         checks.append(missing_baseline(baseline_file, missing_reason or "no baseline for this profile"))
-    return Verdict(model, combo, profile, tuple(checks))
+    verdict = Verdict(model, combo, profile, tuple(checks))
+    history_failed = any(c.kind == "history" for c in verdict.failures)
+    changes = version_changes(baseline.machine, machine) if baseline and machine and history_failed else []
+    if changes:
+        verdict = verdict.with_notes(f"versions differ from the baseline's: {'; '.join(changes)}")
+    return verdict

@@ -16,6 +16,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,12 @@ __all__ = [
     "usable_cpu_cores",
     "validate_device",
     "validate_profile_id",
+    "version_changes",
 ]
 
 #: Distributions whose versions are recorded in :attr:`MachineInfo.versions`.
 VERSIONED_PACKAGES = (
+    "perfsuite",
     "torch",
     "diffusers",
     "transformers",
@@ -44,6 +47,7 @@ VERSIONED_PACKAGES = (
     "torchao",
     "triton",
     "numpy",
+    "scipy",
     "scikit-image",
     "pytest",
     "pytest-benchmark",
@@ -222,13 +226,36 @@ def _driver_version() -> str | None:
 
 
 def _package_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`VERSIONED_PACKAGES`; torch's carries its build (``2.14.1+cu130``).
+
+    A wheel's metadata version drops the local build tag that ``torch.__version__`` keeps, and the
+    build (CPU, a CUDA version) changes speed and memory as much as the release does.
+    """
     versions: dict[str, str | None] = {}
     for name in VERSIONED_PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    import torch
+
+    versions["torch"] = str(torch.__version__)
     return versions
+
+
+def version_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """``name old -> new`` for every package whose recorded version differs between two machine infos.
+
+    Takes :meth:`MachineInfo.to_dict` output (or a baseline's ``machine``). A package recorded on one
+    side only reads ``(not recorded)`` on the other; packages neither side recorded are left out.
+    """
+    old, new = before.get("versions") or {}, after.get("versions") or {}
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a != b:
+            changes.append(f"{name} {a or '(not recorded)'} -> {b or '(not recorded)'}")
+    return changes
 
 
 def profile_id(device: str) -> str:
@@ -328,14 +355,17 @@ class Capabilities:
     supports_efficient_sdpa: bool
     supports_cudnn_sdpa: bool
     has_triton: bool
+    #: Hardware float8 (e4m3/e5m2) matmuls: NVIDIA compute capability 8.9 (Ada) or newer.
+    supports_fp8_matmul: bool = False
 
 
 def capabilities(device: str) -> Capabilities:
     """Capabilities of ``device`` ("cpu", "cuda", "cuda:N"); ValueError if it is invalid or absent.
 
     CPU: bf16 and fp16 run (possibly slowly), SDPA has a flash kernel, nothing else. CUDA: TF32,
-    flash and cuDNN SDPA need compute capability 8.0 (Ampere) or newer; memory-efficient SDPA is
-    always there; Triton counts when it is importable.
+    flash and cuDNN SDPA need compute capability 8.0 (Ampere) or newer; float8 matmuls need 8.9
+    (Ada, Hopper and newer); memory-efficient SDPA is always there; Triton counts when it is
+    importable.
     """
     resolved = resolve_device(device)
     if resolved == "cpu":
@@ -368,4 +398,5 @@ def capabilities(device: str) -> Capabilities:
         supports_efficient_sdpa=True,
         supports_cudnn_sdpa=ampere,
         has_triton=importlib.util.find_spec("triton") is not None,
+        supports_fp8_matmul=(major, minor) >= (8, 9),
     )

@@ -7,18 +7,29 @@ A combo id is its technique tokens joined by ``+`` in the fixed group order of
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from perfsuite.optimizations import DTYPES, GROUPS, TECHNIQUES, Target, get_technique
+from perfsuite.optimizations import BUILTIN_GROUPS, DTYPES, GROUPS, TECHNIQUES, Target, get_technique
 
 if TYPE_CHECKING:
     import torch
 
     from perfsuite.hardware import Capabilities
 
-__all__ = ["PRESETS", "REFERENCE", "Combo", "Plan", "Pruned", "base_dtype", "build_plan", "parse_combo"]
+__all__ = [
+    "CROSSED_GROUPS",
+    "FLUX_FAST_UNAVAILABLE",
+    "PRESETS",
+    "REFERENCE",
+    "Combo",
+    "Plan",
+    "Pruned",
+    "base_dtype",
+    "build_plan",
+    "parse_combo",
+]
 
 #: The in-run reference every speedup and image is compared with: fp32, eager, no technique.
 REFERENCE = "fp32"
@@ -27,7 +38,32 @@ PRESETS: dict[str, str] = {
     "ladder": "the guide's cumulative path: fp32 -> bf16 -> +SDPA -> +compile -> +fused QKV -> +int8",
     "single": "each technique alone on the device's base dtype (fp32 on CPU, bf16 on CUDA)",
     "pairs": "every pair of techniques (a non-base dtype counts as one) on the base dtype",
-    "full": "every combination of one-or-none technique per group (for GPU runners; hours on CPU)",
+    "full": "every combination of one-or-none technique per group of the guide and fp8, plus each step "
+    "cache and memory technique alone (for GPU runners; hours on CPU)",
+    "flux-fast": "huggingface/flux-fast's cumulative ladder: bf16 -> +compile max-autotune -> +fused QKV -> "
+    "+channels_last -> +FA3 fp8 -> +fp8-dq -> +inductor flags -> +export/AOTInductor/CUDA graphs; "
+    "steps that cannot run here are pruned with their reason and the ladder goes on without them; on "
+    "a CPU the default-mode compile stands in for max-autotune",
+    "caches": "each diffusers step cache alone on the base dtype (transformer families)",
+}
+
+#: Groups that ``full`` crosses with each other. The step caches and the memory techniques are added
+#: one at a time on the base dtype instead: crossing them too would multiply the combos by 18.
+#: Groups that registered techniques add (after the built-in ones) are added alone too.
+CROSSED_GROUPS: tuple[str, ...] = BUILTIN_GROUPS[: BUILTIN_GROUPS.index("quant") + 1]
+
+#: flux-fast steps that perfsuite has no technique for, with the reason each is pruned.
+FLUX_FAST_UNAVAILABLE: dict[str, str] = {
+    "fa3-fp8": (
+        "FlashAttention-3 with float8 q/k/v is not a perfsuite technique: it needs flash-attn 3's "
+        "flash_attn_interface kernels (built for Hopper, sm90; no wheel on PyPI) and flux-fast's own "
+        "attention processor"
+    ),
+    "export-aoti-cudagraphs": (
+        "torch.export + AOTInductor + CUDA graphs is not a perfsuite technique: the exported package "
+        "replaces the transformer's forward with compiled code fixed to one input shape, which perfsuite "
+        "cannot prove active (no module, graph or hook to inspect)"
+    ),
 }
 
 
@@ -147,6 +183,31 @@ def _ladder(device: torch.device, capabilities: Capabilities, family: str) -> li
     return steps
 
 
+def _flux_fast(device: torch.device, capabilities: Capabilities, family: str) -> list[list[str] | Pruned]:
+    """flux-fast's ladder, in its order. A step that cannot run here is pruned and not carried on;
+    the later steps build on the ones that run. Steps with no technique are pruned with the reason."""
+
+    def runs(names: list[str]) -> bool:
+        return prune_reason(make_combo(names), device, capabilities, family) is None
+
+    compile_step = "compile-max-autotune" if runs(["bf16", "compile-max-autotune"]) else "compile"
+    current = ["bf16"]
+    steps: list[list[str] | Pruned] = [list(current)]
+    for name in (compile_step, "fuse-qkv", "channels-last", "fa3-fp8", "fp8-dq", "inductor-flags",
+                 "export-aoti-cudagraphs"):  # fmt: skip
+        if name in FLUX_FAST_UNAVAILABLE:
+            steps.append(Pruned(Combo((*make_combo(current).techniques, name)), FLUX_FAST_UNAVAILABLE[name]))
+            continue
+        steps.append([*current, name])
+        if runs([*current, name]):
+            current = [*current, name]
+    return steps
+
+
+def _caches(base: str) -> list[list[str]]:
+    return [[base]] + [[base, name] for name, t in TECHNIQUES.items() if t.group == "cache"]
+
+
 def _single(base: str) -> list[list[str]]:
     steps = [[base]] + [[d] for d in DTYPES if d != base]
     for name, technique in TECHNIQUES.items():
@@ -169,12 +230,14 @@ def _pairs(base: str) -> list[list[str]]:
     return steps
 
 
-def _full() -> list[list[str]]:
+def _full(base: str) -> list[list[str]]:
     options = []
-    for group in GROUPS:
+    for group in CROSSED_GROUPS:
         members = [n for n, t in TECHNIQUES.items() if t.group == group]
         options.append(members if group == "dtype" else [None, *members])
-    return [[n for n in choice if n] for choice in itertools.product(*options)]
+    crossed = [[n for n in choice if n] for choice in itertools.product(*options)]
+    alone = [[base, n] for n, t in TECHNIQUES.items() if t.group not in CROSSED_GROUPS]
+    return crossed + alone
 
 
 def build_plan(preset: str, device: torch.device, capabilities: Capabilities, family: str) -> Plan:
@@ -182,16 +245,22 @@ def build_plan(preset: str, device: torch.device, capabilities: Capabilities, fa
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     base = base_dtype(capabilities)
-    raw = {
-        "ladder": lambda: _ladder(device, capabilities, family),
-        "single": lambda: _single(base),
-        "pairs": lambda: _pairs(base),
-        "full": _full,
-    }[preset]()
+    plans: dict[str, Callable[[], list[list[str] | Pruned]]] = {
+        "ladder": lambda: list(_ladder(device, capabilities, family)),
+        "single": lambda: list(_single(base)),
+        "pairs": lambda: list(_pairs(base)),
+        "full": lambda: list(_full(base)),
+        "flux-fast": lambda: _flux_fast(device, capabilities, family),
+        "caches": lambda: list(_caches(base)),
+    }
+    raw = plans[preset]()
     cases: list[Combo] = []
     pruned: list[Pruned] = []
     seen: set[Combo] = set()
     for names in raw:
+        if isinstance(names, Pruned):
+            pruned.append(names)
+            continue
         try:
             combo = make_combo(names)
         except ValueError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +52,16 @@ class RunSettings:
 
 
 def output_image(output: Any) -> np.ndarray:
-    """The first image of a pipeline output as float32 HxWxC in [0, 1] (``output_type="np"``)."""
+    """The first image of a pipeline output as float32 HxWxC in [0, 1] (``output_type="np"``).
+
+    For a video pipeline (an output with ``frames``), the first video's frames, T x H x W x C:
+    :mod:`perfsuite.fidelity` compares them frame by frame and stores them side by side.
+    """
+    if hasattr(output, "frames"):
+        frames = np.asarray(output.frames[0], dtype=np.float32)
+        if frames.ndim != 4:
+            raise ValueError(f"expected TxHxWxC video frames, got shape {frames.shape}")
+        return frames
     images = output.images if hasattr(output, "images") else output[0]
     image = np.asarray(images[0], dtype=np.float32)
     if image.ndim != 3:
@@ -219,6 +228,18 @@ def _verify_trace(combo: Combo, trace: RunTrace, target: Target) -> list[str]:
     return evidence
 
 
+@contextmanager
+def _probes(pipe: Any, combo: Combo, target: Target) -> Iterator[dict[str, Any]]:
+    """Hold every technique's ``probe`` around one call; yields ``{technique: what it recorded}``."""
+    found: dict[str, Any] = {}
+    with ExitStack() as stack:
+        for name in combo.techniques:
+            technique = get_technique(name)
+            if technique.probe is not None:
+                found[name] = stack.enter_context(technique.probe(pipe, target))
+        yield found
+
+
 def run_case(
     spec: ModelSpec,
     combo: Combo,
@@ -239,6 +260,8 @@ def run_case(
     """
     snapshot = GlobalSnapshot.take()
     device = target.device
+    if target.call_arguments is None:
+        target = dataclasses.replace(target, call_arguments=spec.call_arguments)
     memory = CaseMemory(device)
     memory.before_build()
     pipe = make_pipe(combo.dtype)
@@ -303,8 +326,10 @@ def _measure(
         with counting_dynamo() as steady:
             profiled: ProfiledCall | None = None
             if settings.trace:
-                profiled = profile_call(call, device, compiled)
-                evidence.extend(_verify_trace(combo, profiled.trace, target))
+                with _probes(pipe, combo, target) as probed:
+                    profiled = profile_call(call, device, compiled)
+                trace = dataclasses.replace(profiled.trace, probes=probed)
+                evidence.extend(_verify_trace(combo, trace, target))
             # Closed before the rounds: the reference's calls must not count on CUDA.
             mem = memory.reading(pipe, profiled.transient_peak_bytes if profiled else None)
             cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
@@ -337,7 +362,8 @@ def _measure(
         if settings.diagnostics:
             # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
             # counter, so a quantized combo is counted on the reference pipeline: the same math.
-            flops_pipe = reference.pipe if "int8-dq" in combo.techniques else None
+            quantized = any(get_technique(t).group == "quant" for t in combo.techniques)
+            flops_pipe = reference.pipe if quantized else None
             found = collect(pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
             result = dataclasses.replace(result, diagnostics=found.to_dict())
         if remeasure is not None and remeasure(result):
@@ -360,7 +386,7 @@ def _measure(
 
 def call_settings(spec: ModelSpec) -> dict[str, Any]:
     """The call arguments that shape the work of one call (everything but the prompt text)."""
-    keys = ("num_inference_steps", "height", "width", "guidance_scale")
+    keys = ("num_inference_steps", "height", "width", "num_frames", "guidance_scale", "max_sequence_length")
     return {key: spec.call_kwargs[key] for key in keys if key in spec.call_kwargs}
 
 

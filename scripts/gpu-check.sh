@@ -5,6 +5,9 @@
 #   sdxl       the same on SDXL
 #   diagnostics  stage times, host-device syncs per step, FLOPs and achieved TFLOP/s of sd15 and sdxl
 #   tiny-sdxl  the full preset on tiny-sdxl (the combos that the marker selection keeps)
+#   flux-fast  the flux-fast preset (huggingface/flux-fast's ladder) on the full-size FLUX.1-dev
+#              architecture at 1024x1024, at a reduced step count (28 steps do not fit the budget)
+#   caches     the caches preset (each diffusers step cache alone) on FLUX.1-dev, at 512x512
 #
 # Usage: scripts/gpu-check.sh [OUT]      (default OUT: gpu-check-out/)
 #
@@ -21,12 +24,16 @@
 # Environment:
 #   PERFSUITE_STEPS     denoising steps of the sd15 and sdxl calls (default 10)
 #   PERFSUITE_SIZE      image size HxW of the sd15 and sdxl calls (default: each model's own)
+#   PERFSUITE_FLUX_STEPS  steps of the flux-fast part (default 4, flux-fast's FLUX.1-schnell count; the
+#                       FLUX.1-dev figure is at 28); PERFSUITE_FLUX_SIZE its size (default 1024x1024)
+#   PERFSUITE_CACHE_STEPS, PERFSUITE_CACHE_SIZE  the caches part's (default 8 steps at 512x512)
 #   PERFSUITE_ROUNDS    timed rounds per combo (default 3); PERFSUITE_WARMUP warm-up calls (default 1)
 #   PERFSUITE_WHEELS    folder of wheels to install missing packages from, offline (pip --no-index)
 #   PERFSUITE_PYTHON    the Python to use (default: python3)
 #   PERFSUITE_TINY_SDXL_MARKERS  pytest -m expression for the tiny-sdxl part (default: "not compile";
 #                       the whole full preset is about 4,900 combos, 4,500 of them compiled)
-#   BUDGET_SD15_S, BUDGET_SDXL_S, BUDGET_DIAGNOSTICS_S, BUDGET_TINY_SDXL_S  per-part time limits
+#   BUDGET_SD15_S, BUDGET_SDXL_S, BUDGET_DIAGNOSTICS_S, BUDGET_TINY_SDXL_S, BUDGET_FLUX_FAST_S,
+#   BUDGET_CACHES_S     per-part time limits
 #   GPU_CHECK_DRY_RUN=1 print the commands instead of running them (no GPU needed)
 
 set -u -o pipefail
@@ -45,15 +52,23 @@ WARMUP="${PERFSUITE_WARMUP:-1}"
 PYTHON="${PERFSUITE_PYTHON:-python3}"
 WHEELS="${PERFSUITE_WHEELS:-}"
 TINY_SDXL_MARKERS="${PERFSUITE_TINY_SDXL_MARKERS:-not compile}"
+FLUX_STEPS="${PERFSUITE_FLUX_STEPS:-4}"
+FLUX_SIZE="${PERFSUITE_FLUX_SIZE:-1024x1024}"
+CACHE_STEPS="${PERFSUITE_CACHE_STEPS:-8}"
+CACHE_SIZE="${PERFSUITE_CACHE_SIZE:-512x512}"
 DRY_RUN="${GPU_CHECK_DRY_RUN:-0}"
 
 # Budgets in seconds. With the grace period that `timeout` allows each part after its interrupt,
-# they add up to 480 s (8 minutes); the installs and the CUDA check come on top (seconds).
+# they add up to 480 s (8 minutes); the installs and the CUDA check come on top (seconds). The
+# flux-fast part gets the largest share: its compiled steps compile with max-autotune, and they share
+# one inductor cache (OUT/inductor-flux) so that the GEMM autotuning of one step serves the next.
 GRACE_S=15
-BUDGET_SD15_S="${BUDGET_SD15_S:-100}"
-BUDGET_SDXL_S="${BUDGET_SDXL_S:-130}"
-BUDGET_DIAGNOSTICS_S="${BUDGET_DIAGNOSTICS_S:-50}"
-BUDGET_TINY_SDXL_S="${BUDGET_TINY_SDXL_S:-140}"
+BUDGET_SD15_S="${BUDGET_SD15_S:-60}"
+BUDGET_SDXL_S="${BUDGET_SDXL_S:-70}"
+BUDGET_DIAGNOSTICS_S="${BUDGET_DIAGNOSTICS_S:-30}"
+BUDGET_TINY_SDXL_S="${BUDGET_TINY_SDXL_S:-40}"
+BUDGET_FLUX_FAST_S="${BUDGET_FLUX_FAST_S:-120}"
+BUDGET_CACHES_S="${BUDGET_CACHES_S:-70}"
 
 # module:distribution, for the imports the suite needs.
 REQUIRED=(
@@ -217,6 +232,12 @@ main() {
     suite_args tiny-sdxl
     run_part tiny-sdxl "$BUDGET_TINY_SDXL_S" "${SUITE[@]}" --perf-model tiny-sdxl --perf-preset full \
         -m "$TINY_SDXL_MARKERS"
+    suite_args flux-fast
+    run_part flux-fast "$BUDGET_FLUX_FAST_S" env TORCHINDUCTOR_CACHE_DIR="$OUT/inductor-flux" \
+        "${SUITE[@]}" --perf-model flux --perf-preset flux-fast --perf-steps "$FLUX_STEPS" --perf-size "$FLUX_SIZE"
+    suite_args caches
+    run_part caches "$BUDGET_CACHES_S" "${SUITE[@]}" --perf-model flux --perf-preset caches \
+        --perf-steps "$CACHE_STEPS" --perf-size "$CACHE_SIZE"
 
     local failed=0 i
     say "summary (outputs under $OUT):"

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GUIDE_PROMPT",
+    "assemble_pipeline",
     "assemble_sd_pipeline",
     "assemble_sdxl_pipeline",
     "finish_module",
@@ -65,7 +66,9 @@ def finish_module(module: Any, dtype: torch.dtype) -> Any:
     """
     import torch
 
-    if getattr(module, "_keep_in_fp32_modules", None):
+    if all(p.dtype == dtype for p in module.parameters() if p.is_floating_point()):
+        pass  # already there (the float32 build): no cast, and no "keep in float32" warning from diffusers
+    elif getattr(module, "_keep_in_fp32_modules", None):
         module.to(dtype=dtype)
     else:
         # diffusers' ModelMixin.to() warns about "modules that should be kept in float32: []" on every
@@ -123,5 +126,14 @@ def assemble_sdxl_pipeline(
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def assemble_pipeline(class_name: str, **components: Any) -> DiffusionPipeline:
+    """The diffusers pipeline ``class_name`` from its components, progress bar off."""
+    import diffusers
+
+    pipe: Any = getattr(diffusers, class_name)(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe

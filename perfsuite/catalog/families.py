@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAMILIES", "Family", "UnknownFamilyError", "family_of_pipeline", "get_family"]
+__all__ = ["FAMILIES", "Family", "UnknownFamilyError", "family_of", "family_of_pipeline", "get_family"]
 
 #: The prompt of every example in the reference guide (``reference/accelerate-inference-guide.md``).
 GUIDE_PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
@@ -42,9 +42,11 @@ class Family:
     description: str
     pipeline_classes: tuple[str, ...]
     denoiser: str
+    denoiser_class: str
     text_encoders: tuple[str, ...]
     tokenizers: tuple[str, ...]
     vae: str = "vae"
+    conv_components: tuple[str, ...] = ("vae",)
     output: str = "image"
     call_defaults: Mapping[str, Any] = field(default_factory=dict)
 
@@ -53,6 +55,11 @@ class Family:
             raise ValueError(f"family {self.name!r}: output {self.output!r} is not one of {_OUTPUTS}")
         if not self.pipeline_classes:
             raise ValueError(f"family {self.name!r} names no pipeline class")
+        unknown = set(self.conv_components) - {self.denoiser, self.vae}
+        if unknown:
+            raise ValueError(
+                f"family {self.name!r}: conv_components {sorted(unknown)} are not its denoiser or VAE"
+            )
 
     def denoiser_of(self, pipe: Any) -> Any:
         """The pipeline's denoising network (its UNet or transformer)."""
@@ -65,6 +72,20 @@ class Family:
     def text_encoders_of(self, pipe: Any) -> list[tuple[str, Any]]:
         """``(attribute, module)`` of every text encoder the pipeline holds."""
         return [(name, m) for name in self.text_encoders if (m := getattr(pipe, name, None)) is not None]
+
+    def weighted_components_of(self, pipe: Any) -> list[tuple[str, Any]]:
+        """``(attribute, module)`` of the denoiser, the VAE and every text encoder, in that order."""
+        return [
+            (self.denoiser, self.denoiser_of(pipe)),
+            (self.vae, self.vae_of(pipe)),
+            *self.text_encoders_of(pipe),
+        ]
+
+    def conv_components_of(self, pipe: Any) -> list[tuple[str, Any]]:
+        """``(attribute, module)`` of the components whose work is mostly convolution."""
+        return [
+            (name, self._component(pipe, name, "convolutional component")) for name in self.conv_components
+        ]
 
     def _component(self, pipe: Any, attribute: str, role: str) -> Any:
         module = getattr(pipe, attribute, None)
@@ -85,8 +106,10 @@ FAMILIES: dict[str, Family] = {
             description="Stable Diffusion 1.x/2.x: one CLIP text encoder, a UNet",
             pipeline_classes=("StableDiffusionPipeline",),
             denoiser="unet",
+            denoiser_class="UNet2DConditionModel",
             text_encoders=("text_encoder",),
             tokenizers=("tokenizer",),
+            conv_components=("unet", "vae"),
             call_defaults={**_SD_CALL, "guidance_scale": 7.5},
         ),
         Family(
@@ -94,9 +117,50 @@ FAMILIES: dict[str, Family] = {
             description="Stable Diffusion XL: two CLIP text encoders, text_time conditioning, a UNet",
             pipeline_classes=("StableDiffusionXLPipeline",),
             denoiser="unet",
+            denoiser_class="UNet2DConditionModel",
             text_encoders=("text_encoder", "text_encoder_2"),
             tokenizers=("tokenizer", "tokenizer_2"),
+            conv_components=("unet", "vae"),
             call_defaults={**_SD_CALL, "guidance_scale": 5.0},
+        ),
+        # FluxPipeline.__call__ defaults (diffusers 0.42): 28 steps, embedded guidance 3.5, no CFG.
+        Family(
+            name="flux",
+            description="Flux.1: CLIP and T5 text encoders, double- and single-stream transformer blocks",
+            pipeline_classes=("FluxPipeline",),
+            denoiser="transformer",
+            denoiser_class="FluxTransformer2DModel",
+            text_encoders=("text_encoder", "text_encoder_2"),
+            tokenizers=("tokenizer", "tokenizer_2"),
+            call_defaults={"prompt": GUIDE_PROMPT, "num_inference_steps": 28, "guidance_scale": 3.5},
+        ),
+        # StableDiffusion3Pipeline.__call__ defaults (diffusers 0.42): 28 steps, CFG 7.0.
+        Family(
+            name="sd3",
+            description="Stable Diffusion 3 / 3.5: two CLIP and a T5 text encoder, an MMDiT of joint blocks",
+            pipeline_classes=("StableDiffusion3Pipeline",),
+            denoiser="transformer",
+            denoiser_class="SD3Transformer2DModel",
+            text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+            tokenizers=("tokenizer", "tokenizer_2", "tokenizer_3"),
+            call_defaults={"prompt": GUIDE_PROMPT, "num_inference_steps": 28, "guidance_scale": 7.0},
+        ),
+        # WanPipeline.__call__ defaults (diffusers 0.42): 50 steps, CFG 5.0, 81 frames (480x832).
+        Family(
+            name="wan",
+            description="Wan 2.1 text-to-video: a UMT5 text encoder, a 3-D transformer, the causal Wan VAE",
+            pipeline_classes=("WanPipeline",),
+            denoiser="transformer",
+            denoiser_class="WanTransformer3DModel",
+            text_encoders=("text_encoder",),
+            tokenizers=("tokenizer",),
+            output="video",
+            call_defaults={
+                "prompt": GUIDE_PROMPT,
+                "num_inference_steps": 50,
+                "guidance_scale": 5.0,
+                "num_frames": 81,
+            },
         ),
     )
 }
@@ -115,3 +179,15 @@ def get_family(name: str) -> Family:
 def family_of_pipeline(class_name: str) -> Family | None:
     """The family a diffusers pipeline class belongs to, or ``None``."""
     return next((f for f in FAMILIES.values() if class_name in f.pipeline_classes), None)
+
+
+def family_of(pipe: Any) -> Family:
+    """The family of a pipeline object, from its class or the nearest base class that is registered."""
+    for cls in type(pipe).__mro__:
+        family = family_of_pipeline(cls.__name__)
+        if family is not None:
+            return family
+    classes = ", ".join(c for f in FAMILIES.values() for c in f.pipeline_classes)
+    raise UnknownFamilyError(
+        f"{type(pipe).__name__} belongs to no registered family; supported pipeline classes: {classes}"
+    )

@@ -46,6 +46,9 @@ __all__ = [
 FULLSIZE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "sd15": ("unet", "vae", "text_encoder", "scheduler"),
     "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler"),
+    "flux": ("transformer", "vae", "text_encoder", "text_encoder_2", "scheduler"),
+    "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "scheduler"),
+    "wan": ("transformer", "vae", "text_encoder", "scheduler"),
 }
 
 _SEED_OFFSETS = {"text_encoder": 0, "text_encoder_2": 1, "unet": 2, "vae": 3}

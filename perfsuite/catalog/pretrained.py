@@ -2,23 +2,29 @@
 
 A name that is not in the catalog is either an existing directory holding a saved diffusers pipeline
 (``model_index.json`` + safetensors weights) or a hub id (``owner/name``) already present in the
-local cache. The family is read from the pipeline class in ``model_index.json``; only the text-to-image
-Stable Diffusion and SDXL pipelines are supported. Loading always uses ``local_files_only=True`` and
+local cache. The family is read from the pipeline class in ``model_index.json``; the pipeline classes of
+the registered families (:mod:`.families`: Stable Diffusion, SDXL, Flux, SD3, Wan text-to-video) are
+supported. Loading always uses ``local_files_only=True`` and
 ``use_safetensors=True``, and never ``trust_remote_code``.
+
+Baselines of a directory given by its path are filed under its identity (pipeline class and config
+hash, :mod:`perfsuite.catalog.identity`); :func:`local_model` gives a directory a name instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import ModelSpec, UnknownModelError
 from .families import FAMILIES, get_family
+from .identity import pipeline_identity
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +36,7 @@ __all__ = [
     "UnsupportedPipelineError",
     "build_pretrained",
     "hub_cache_dir",
+    "local_model",
     "looks_like_hub_id",
     "pipeline_families",
     "pretrained_spec",
@@ -107,7 +114,7 @@ def _read_pipeline_class(name: str, path: Path) -> tuple[str, str]:
         supported = ", ".join(f"{cls} ({fam})" for cls, fam in pipeline_families().items())
         raise UnsupportedPipelineError(
             f"model {name!r}: pipeline class {class_name or '<missing _class_name>'!r} in {index_path} is "
-            f"not supported; perfsuite times text-to-image pipelines of these classes: {supported}"
+            f"not supported; perfsuite times the pipelines of these classes: {supported}"
         )
     return class_name, family
 
@@ -135,8 +142,8 @@ def resolve_pretrained(name: str, *, catalog_names: tuple[str, ...] = ()) -> Pre
             f"(owner/name) or a {_catalog_hint(catalog_names)}"
         )
     raise UnknownModelError(
-        f"unknown model {name!r}: not in the catalog, not an existing directory and not a hub id "
-        f"(owner/name); {_catalog_hint(catalog_names)}"
+        f"unknown model {name!r}; choose from {', '.join(catalog_names) or 'the catalog'} (the catalog: "
+        "`perfsuite models` lists it), a saved pipeline directory, NAME=PATH or a cached hub id (owner/name)"
     )
 
 
@@ -156,12 +163,25 @@ def _resolve_cached_hub_id(repo_id: str) -> PretrainedSource:
     return PretrainedSource(repo_id, snapshot, "hub", class_name, family)
 
 
-def _default_size(path: Path) -> dict[str, int]:
-    """``height``/``width`` the pipeline would use by default (UNet sample size x VAE scale factor)."""
+def _vae_scale_factor(vae: dict[str, object]) -> int:
+    """Pixels per latent pixel: the Wan VAE states it, an AutoencoderKL halves once per extra level."""
+    if "scale_factor_spatial" in vae:
+        return int(str(vae["scale_factor_spatial"]))
+    levels = vae["block_out_channels"]
+    if not isinstance(levels, list):
+        raise TypeError("block_out_channels is not a list")
+    return int(2 ** (len(levels) - 1))
+
+
+def _default_size(path: Path, family: str) -> dict[str, int]:
+    """``height``/``width`` the pipeline would use by default: the denoiser's sample size x the VAE's
+    scale factor. A denoiser without a sample size (Flux, Wan) leaves the size to the pipeline's own
+    default (Flux: 1024x1024; Wan: 480x832), which then is not part of the recorded call settings."""
+    fam = get_family(family)
     try:
-        unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
-        vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
-        side = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        denoiser = json.loads((path / fam.denoiser / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((path / fam.vae / "config.json").read_text(encoding="utf-8"))
+        side = int(denoiser["sample_size"]) * _vae_scale_factor(vae)
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError):
         return {}  # the pipeline computes its own default when it loads
     return {"height": side, "width": side}
@@ -204,14 +224,59 @@ def build_pretrained(source: PretrainedSource, device: torch.device, dtype: torc
 
 
 def pretrained_spec(name: str, *, catalog_names: tuple[str, ...] = ()) -> ModelSpec:
-    """The spec of a local pipeline directory or a cached hub id (see :func:`resolve_pretrained`)."""
+    """The spec of a local pipeline directory or a cached hub id (see :func:`resolve_pretrained`).
+
+    A directory's baselines key is its :func:`~perfsuite.catalog.identity.pipeline_identity`, so
+    any spelling of its path finds them; a hub id keeps its id.
+    """
     source = resolve_pretrained(name, catalog_names=catalog_names)
     where = f"hub id {name} (cached at {source.path})" if source.kind == "hub" else f"directory {source.path}"
+    key = name
+    if source.kind == "local":
+        try:
+            key = pipeline_identity(source.path).key
+        except ValueError as exc:
+            raise UnknownModelError(f"model {name!r}: {exc}") from None
     return ModelSpec(
         name=name,
         family=source.family,
         description=f"pretrained {source.class_name} from {where}",
         build=partial(build_pretrained, source),
-        call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path)},
+        call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path, source.family)},
         source=source.kind,
+        key=key,
+    )
+
+
+def local_model(
+    name: str,
+    path: str | Path,
+    *,
+    call_kwargs: dict[str, Any] | None = None,
+    description: str | None = None,
+) -> ModelSpec:
+    """A named model from a saved pipeline directory, for ``pytest_perfsuite_models`` and entry points.
+
+    Its baselines are filed under ``name``. ``call_kwargs`` override the family's call settings (steps,
+    guidance, size). The directory is read now (class and family), so a missing one is a clear error.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UnknownModelError(
+            f"model {name!r}: {folder} is not a directory; save a pipeline there first "
+            "(pipe.save_pretrained(path, safe_serialization=True), or "
+            f"`perfsuite models save tiny-sd {folder}`)"
+        )
+    source = dataclasses.replace(resolve_pretrained(str(folder)), name=name)
+    return ModelSpec(
+        name=name,
+        family=source.family,
+        description=description or f"{source.class_name} from directory {source.path}",
+        build=partial(build_pretrained, source),
+        call_kwargs={
+            **get_family(source.family).call_defaults,
+            **_default_size(source.path, source.family),
+            **(call_kwargs or {}),
+        },
+        source="local",
     )

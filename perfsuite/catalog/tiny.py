@@ -37,6 +37,7 @@ __all__ = [
     "TINY_IMAGE_SIZE",
     "build_tiny_sd",
     "build_tiny_sdxl",
+    "tiny_clip_text_encoder",
     "tiny_sd_spec",
     "tiny_sdxl_spec",
 ]
@@ -51,7 +52,7 @@ _LATENT_SIZE = TINY_IMAGE_SIZE // _VAE_SCALE_FACTOR
 _SEED_OFFSETS = {"text_encoder": 0, "text_encoder_2": 1, "unet": 2, "vae": 3}
 
 
-def _text_encoder(*, hidden_size: int, projection: bool, tokenizer: Any) -> Any:
+def tiny_clip_text_encoder(*, hidden_size: int, projection: bool, tokenizer: Any) -> Any:
     """A two-layer CLIP text encoder sized for the generated tokenizer (``WithProjection`` if asked)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -118,7 +119,7 @@ def build_tiny_sd(device: torch.device, dtype: torch.dtype, *, weight_seed: int 
     device = torch.device(device)
     tokenizer = build_clip_tokenizer()
     with seeded_on_device(device, weight_seed + _SEED_OFFSETS["text_encoder"]):
-        text_encoder = _text_encoder(hidden_size=32, projection=False, tokenizer=tokenizer)
+        text_encoder = tiny_clip_text_encoder(hidden_size=32, projection=False, tokenizer=tokenizer)
     with seeded_on_device(device, weight_seed + _SEED_OFFSETS["unet"]):
         unet = UNet2DConditionModel(
             sample_size=_LATENT_SIZE,
@@ -155,9 +156,9 @@ def build_tiny_sdxl(device: torch.device, dtype: torch.dtype, *, weight_seed: in
     tokenizer_2 = build_clip_tokenizer()
     hidden_1, hidden_2, time_embed_dim = 32, 64, 8
     with seeded_on_device(device, weight_seed + _SEED_OFFSETS["text_encoder"]):
-        text_encoder = _text_encoder(hidden_size=hidden_1, projection=False, tokenizer=tokenizer)
+        text_encoder = tiny_clip_text_encoder(hidden_size=hidden_1, projection=False, tokenizer=tokenizer)
     with seeded_on_device(device, weight_seed + _SEED_OFFSETS["text_encoder_2"]):
-        text_encoder_2 = _text_encoder(hidden_size=hidden_2, projection=True, tokenizer=tokenizer_2)
+        text_encoder_2 = tiny_clip_text_encoder(hidden_size=hidden_2, projection=True, tokenizer=tokenizer_2)
     with seeded_on_device(device, weight_seed + _SEED_OFFSETS["unet"]):
         unet = UNet2DConditionModel(
             sample_size=_LATENT_SIZE,

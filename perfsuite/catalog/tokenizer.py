@@ -30,13 +30,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BOS_TOKEN",
+    "CORPUS_WORDS",
     "EOS_TOKEN",
     "MODEL_MAX_LENGTH",
     "build_clip_tokenizer",
     "clip_vocab_and_merges",
     "default_tokenizer_dir",
+    "generated_files_dir",
     "tokenizer_vocab_size",
     "write_clip_tokenizer_files",
+    "write_generated_files",
 ]
 
 #: CLIP's context length: every prompt is padded or truncated to this many tokens.
@@ -69,7 +72,8 @@ morning evening sunset sunrise summer winter autumn spring
 astronauts riding jungle palette muted detailed
 """
 
-_CORPUS: tuple[str, ...] = tuple(sorted(set(_CORPUS_TEXT.split())))
+#: The words every generated tokenizer is built from (CLIP's merges, the T5 vocabulary), sorted.
+CORPUS_WORDS: tuple[str, ...] = tuple(sorted(set(_CORPUS_TEXT.split())))
 
 
 @lru_cache(maxsize=1)
@@ -135,7 +139,7 @@ def _vocab_and_merges() -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
     """Cached, immutable form of :func:`clip_vocab_and_merges`."""
     alphabet = list(_byte_to_unicode().values())
     tokens: list[str] = [*alphabet, *(char + _END_OF_WORD for char in alphabet)]
-    merges = _learn_merges(_CORPUS)
+    merges = _learn_merges(CORPUS_WORDS)
     seen = set(tokens)
     for left, right in merges:
         token = left + right
@@ -166,26 +170,25 @@ def _file_contents() -> dict[str, bytes]:
     return {"vocab.json": vocab_json.encode("utf-8"), "merges.txt": merges_txt.encode("utf-8")}
 
 
-def default_tokenizer_dir() -> Path:
-    """Where the files go when no directory is given: a content-addressed folder in the temp dir.
+def generated_files_dir(kind: str, contents: dict[str, bytes]) -> Path:
+    """A content-addressed folder in the temp dir for generated ``contents`` of one ``kind``.
 
     The folder name carries a hash of the files, so a changed vocabulary never reuses stale files.
     ``PERFSUITE_CACHE_DIR`` overrides the parent folder.
     """
-    digest = hashlib.sha256(b"".join(_file_contents().values())).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(contents.values())).hexdigest()[:16]
     parent = os.environ.get("PERFSUITE_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "perfsuite-cache")
-    return Path(parent) / f"clip-tokenizer-{digest}"
+    return Path(parent) / f"{kind}-{digest}"
 
 
-def write_clip_tokenizer_files(directory: str | Path | None = None) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` into ``directory`` (created if needed) and return it.
+def write_generated_files(target: Path, contents: dict[str, bytes]) -> Path:
+    """Write ``contents`` (file name -> bytes) into ``target`` (created if needed) and return it.
 
     Files that already hold the right bytes are left alone; others are replaced atomically, so
     concurrent test workers never read a half-written file.
     """
-    target = Path(directory) if directory is not None else default_tokenizer_dir()
     target.mkdir(parents=True, exist_ok=True)
-    for name, content in _file_contents().items():
+    for name, content in contents.items():
         path = target / name
         if path.is_file() and path.read_bytes() == content:
             continue
@@ -198,6 +201,20 @@ def write_clip_tokenizer_files(directory: str | Path | None = None) -> Path:
             Path(tmp_name).unlink(missing_ok=True)
             raise
     return target
+
+
+def default_tokenizer_dir() -> Path:
+    """Where the CLIP files go when no directory is given (:func:`generated_files_dir`)."""
+    return generated_files_dir("clip-tokenizer", _file_contents())
+
+
+def write_clip_tokenizer_files(directory: str | Path | None = None) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` into ``directory`` (created if needed) and return it.
+
+    Files that already hold the right bytes are left alone; others are replaced atomically.
+    """
+    target = Path(directory) if directory is not None else default_tokenizer_dir()
+    return write_generated_files(target, _file_contents())
 
 
 def build_clip_tokenizer(directory: str | Path | None = None) -> CLIPTokenizer:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from perfsuite.catalog.families import family_of
 from perfsuite.diagnostics.hooks import Event, require_stages, stage_hooks
 
 __all__ = [
@@ -154,11 +155,11 @@ def count_flops(pipe: Any, call_kwargs: Mapping[str, Any]) -> FlopCount:
 
 
 def compute_dtype(pipe: Any) -> str | None:
-    """The dtype of the UNet's matmuls: ``fp32``, ``tf32``, ``bf16`` or ``fp16``; ``None`` if quantized."""
+    """The dtype of the denoiser's matmuls: ``fp32``, ``tf32``, ``bf16``, ``fp16``; ``None`` if quantized."""
     if _subclass_weights(pipe):
         return None
-    unet = getattr(pipe, "unet", None)
-    params = [p for p in unet.parameters() if p.is_floating_point()] if unet is not None else []
+    denoiser = family_of(pipe).denoiser_of(pipe)
+    params = [p for p in denoiser.parameters() if p.is_floating_point()]
     if not params:
         return None
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}

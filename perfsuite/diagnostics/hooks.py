@@ -1,7 +1,8 @@
 """Python-level hooks on a pipeline's stage entry points, installed for one call and then removed.
 
 The hooks wrap ``pipe.encode_prompt``, ``pipe.progress_bar`` (entered just before the denoising
-loop) and ``pipe.vae.decode``, and pass a ``callback_on_step_end`` that marks the end of each step.
+loop) and the ``decode`` of the family's VAE (``pipe.vae``), and pass a ``callback_on_step_end`` that
+marks the end of each step.
 All of them sit outside any compiled module, so they add no graph break. Each wrapper calls a
 listener with the stage event; timing, sync counting and FLOP counting are listeners.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
+
+from perfsuite.catalog.families import family_of
 
 __all__ = ["Event", "Listener", "MissingStageError", "require_stages", "stage_hooks"]
 
@@ -77,13 +80,14 @@ def stage_hooks(pipe: Any, call_kwargs: Mapping[str, Any], listener: Listener) -
         return tensors
 
     kwargs["callback_on_step_end"] = on_step_end
+    vae = family_of(pipe).vae_of(pipe)
     with ExitStack() as stack:
         stack.enter_context(
             _patched(pipe, "encode_prompt", lambda f: _around(f, listener, "encode_start", "encode_end"))
         )
         stack.enter_context(_patched(pipe, "progress_bar", lambda f: _before(f, listener, "loop_start")))
         stack.enter_context(
-            _patched(pipe.vae, "decode", lambda f: _around(f, listener, "decode_start", "decode_end"))
+            _patched(vae, "decode", lambda f: _around(f, listener, "decode_start", "decode_end"))
         )
         yield kwargs
 
@@ -98,5 +102,5 @@ def require_stages(seen: set[str], pipe: Any) -> None:
         raise MissingStageError(
             f"{type(pipe).__name__} never reached {missing} during the diagnostic call: the stage hooks "
             "expect encode_prompt, progress_bar around the denoising loop, callback_on_step_end and "
-            "vae.decode (Stable Diffusion and SDXL pipelines, output_type other than 'latent')"
+            "vae.decode (the pipelines of perfsuite's families, output_type other than 'latent')"
         )

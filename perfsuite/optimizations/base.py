@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from perfsuite.globalstate import GlobalSetting
 
 if TYPE_CHECKING:
     from perfsuite.hardware import Capabilities
 
 __all__ = [
     "DTYPES",
+    "GlobalSetting",
     "NotActiveError",
     "RunTrace",
     "Target",
@@ -52,13 +55,19 @@ def torch_dtype(name: str) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a combo runs: the device and its capabilities, the model family, the whole combo."""
+    """Where a combo runs: the device and its capabilities, the model family, the whole combo.
+
+    ``call_arguments``, when the runner knows the model, returns the keyword arguments of one timed
+    pipeline call (a fresh generator each time): a technique that must calibrate itself with a real
+    call, or size itself to the number of steps, reads it in ``apply``.
+    """
 
     device: torch.device
     capabilities: Capabilities
     family: str
     dtype: str
     techniques: frozenset[str] = frozenset()
+    call_arguments: Callable[[], dict[str, Any]] | None = field(default=None, compare=False)
 
     @property
     def is_cuda(self) -> bool:
@@ -73,6 +82,8 @@ class RunTrace:
     unique_graphs: int = 0
     graph_breaks: int = 0
     recompiles: int = 0
+    #: What each technique's ``probe`` recorded during the profiled call, by technique name.
+    probes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _no_requirement(target: Target) -> str | None:
@@ -88,8 +99,14 @@ class Technique:
     and every timed call (process-wide settings: it restores them on exit). ``verify(pipe, target)``
     returns evidence that the technique is on, or raises :class:`NotActiveError`;
     ``verify_trace(trace, target)`` does the same from a profiled call after warm-up.
+    ``probe(pipe, target)`` is a context manager held around that profiled call; the mapping it
+    yields is filled in by its exit and reaches ``verify_trace`` as ``trace.probes[name]`` (what a
+    profiler cannot see, such as how many transformer blocks a step cache skipped).
     ``needs_groups`` names groups of which the combo must hold one technique (the inductor flags
-    need a compile technique). ``rank`` orders application within a combo.
+    need a compile technique). ``rank`` orders application within a combo. ``touches`` declares the
+    process-wide settings the technique changes beyond the torch settings perfsuite always tracks
+    (see :mod:`perfsuite.globalstate`): each is snapshotted before a case, checked after it and put
+    back while the reference runs.
     """
 
     name: str
@@ -101,9 +118,11 @@ class Technique:
     apply: Callable[[Any, Target], None] | None = None
     context: Callable[[Target], AbstractContextManager[Any]] | None = None
     verify_trace: Callable[[RunTrace, Target], list[str]] | None = None
+    probe: Callable[[Any, Target], AbstractContextManager[Mapping[str, Any]]] | None = None
     needs_groups: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
     slow_on_cpu: bool = False
+    touches: tuple[GlobalSetting, ...] = ()
 
     def enter(self, target: Target) -> AbstractContextManager[Any]:
         return self.context(target) if self.context is not None else nullcontext()

@@ -1,4 +1,8 @@
-"""torch.compile: whole-module compilation in each mode, regional compilation, and inductor flags."""
+"""torch.compile: whole-module compilation in each mode, regional compilation, and inductor flags.
+
+Every technique compiles the family's denoiser (``pipe.unet`` or ``pipe.transformer``, from
+:func:`perfsuite.catalog.families.get_family`); the whole-model modes also compile ``vae.decode``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 import torch
 
+from perfsuite.catalog.families import get_family
 from perfsuite.optimizations.base import (
     RunTrace,
     Target,
@@ -62,21 +67,24 @@ def _compile_kwargs(mode: str | None) -> dict[str, Any]:
 
 def _compile_apply(mode: str | None) -> Callable[[Any, Target], None]:
     def apply(pipe: Any, target: Target) -> None:
-        # In-place Module.compile keeps the UNet's class, config and attributes that the pipeline
+        # In-place Module.compile keeps the denoiser's class, config and attributes that the pipeline
         # reads; the VAE's decode method is compiled as in the guide.
-        pipe.unet.compile(**_compile_kwargs(mode))
-        pipe.vae.decode = torch.compile(pipe.vae.decode, **_compile_kwargs(mode))
+        family = get_family(target.family)
+        family.denoiser_of(pipe).compile(**_compile_kwargs(mode))
+        vae = family.vae_of(pipe)
+        vae.decode = torch.compile(vae.decode, **_compile_kwargs(mode))
 
     return apply
 
 
 def _compile_verify(name: str) -> Callable[[Any, Target], list[str]]:
     def verify(pipe: Any, target: Target) -> list[str]:
-        if not _is_compiled_module(pipe.unet):
-            raise fail(name, "the UNet is not compiled")
-        if not _is_compiled_callable(pipe.vae.decode):
-            raise fail(name, "vae.decode is not compiled")
-        return ["unet compiled in place", "vae.decode compiled"]
+        family = get_family(target.family)
+        if not _is_compiled_module(family.denoiser_of(pipe)):
+            raise fail(name, f"the {family.denoiser} is not compiled")
+        if not _is_compiled_callable(family.vae_of(pipe).decode):
+            raise fail(name, f"{family.vae}.decode is not compiled")
+        return [f"{family.denoiser} compiled in place", f"{family.vae}.decode compiled"]
 
     return verify
 
@@ -92,24 +100,43 @@ def _graphs_verify(name: str) -> Callable[[RunTrace, Target], list[str]]:
     return verify
 
 
-def _repeated_block_names(pipe: Any) -> list[str]:
-    return list(getattr(pipe.unet, "_repeated_blocks", None) or [])
+def _repeated_block_names(module: torch.nn.Module) -> list[str]:
+    return list(getattr(module, "_repeated_blocks", None) or [])
+
+
+def _regional_requires(target: Target) -> str | None:
+    """Decided from the family's denoiser class, before anything is built."""
+    import diffusers
+
+    family = get_family(target.family)
+    denoiser_class = getattr(diffusers, family.denoiser_class, None)
+    if denoiser_class is not None and not _repeated_block_names(denoiser_class):
+        return (
+            f"{family.denoiser_class} declares no _repeated_blocks in diffusers {diffusers.__version__}, "
+            "so compile_repeated_blocks has no block to compile"
+        )
+    return None
 
 
 def _regional_apply(pipe: Any, target: Target) -> None:
-    pipe.unet.compile_repeated_blocks(fullgraph=True)
+    denoiser = get_family(target.family).denoiser_of(pipe)
+    if not _repeated_block_names(denoiser):
+        raise Unsupported(f"{type(denoiser).__name__} declares no _repeated_blocks to compile")
+    denoiser.compile_repeated_blocks(fullgraph=True)
 
 
 def _regional_verify(pipe: Any, target: Target) -> list[str]:
-    names = _repeated_block_names(pipe)
-    blocks = [m for m in pipe.unet.modules() if type(m).__name__ in names]
+    family = get_family(target.family)
+    denoiser = family.denoiser_of(pipe)
+    names = _repeated_block_names(denoiser)
+    blocks = [m for m in denoiser.modules() if type(m).__name__ in names]
     if not blocks:
-        raise fail("regional-compile", f"the UNet has no {names} block")
+        raise fail("regional-compile", f"the {family.denoiser} has no {names} block")
     if not all(_is_compiled_module(m) for m in blocks):
         raise fail("regional-compile", f"not every {names} block is compiled")
-    if _is_compiled_module(pipe.unet):
-        raise fail("regional-compile", "the whole UNet is compiled, not its repeated blocks")
-    return [f"{len(blocks)} {'/'.join(names)} blocks compiled in place"]
+    if _is_compiled_module(denoiser):
+        raise fail("regional-compile", f"the whole {family.denoiser} is compiled, not its repeated blocks")
+    return [f"{len(blocks)} {'/'.join(names)} blocks of the {family.denoiser} compiled in place"]
 
 
 def compile_regions_blocker(module: torch.nn.Module) -> str | None:
@@ -162,17 +189,20 @@ def _compile_regions_requires(target: Target) -> str | None:
 def _compile_regions_apply(pipe: Any, target: Target) -> None:
     from accelerate.utils import compile_regions
 
-    blocker = compile_regions_blocker(pipe.unet)
+    family = get_family(target.family)
+    blocker = compile_regions_blocker(family.denoiser_of(pipe))
     if blocker:
         raise Unsupported(blocker)
-    pipe.unet = compile_regions(pipe.unet, fullgraph=True)
+    setattr(pipe, family.denoiser, compile_regions(family.denoiser_of(pipe), fullgraph=True))
 
 
 def _compile_regions_verify(pipe: Any, target: Target) -> list[str]:
-    compiled = [m for m in pipe.unet.modules() if isinstance(m, torch._dynamo.eval_frame.OptimizedModule)]
+    family = get_family(target.family)
+    denoiser = family.denoiser_of(pipe)
+    compiled = [m for m in denoiser.modules() if isinstance(m, torch._dynamo.eval_frame.OptimizedModule)]
     if not compiled:
-        raise fail("compile-regions", "no region of the UNet is compiled")
-    return [f"{len(compiled)} regions of the UNet compiled by accelerate"]
+        raise fail("compile-regions", f"no region of the {family.denoiser} is compiled")
+    return [f"{len(compiled)} regions of the {family.denoiser} compiled by accelerate"]
 
 
 def _inductor_context(target: Target) -> AbstractContextManager[Any]:
@@ -209,11 +239,11 @@ def _compile(name: str, mode: str | None, summary: str, gpu_only: bool) -> Techn
 
 
 TECHNIQUES = (
-    _compile("compile", None, "torch.compile(fullgraph=True) of the UNet and vae.decode", gpu_only=False),
+    _compile("compile", None, "torch.compile(fullgraph=True) of the denoiser and vae.decode", gpu_only=False),
     _compile(
         "compile-reduce-overhead",
         "reduce-overhead",
-        "torch.compile mode=reduce-overhead (CUDA graphs) of the UNet and vae.decode",
+        "torch.compile mode=reduce-overhead (CUDA graphs) of the denoiser and vae.decode",
         gpu_only=True,
     ),
     _compile(
@@ -227,6 +257,7 @@ TECHNIQUES = (
         group="compile",
         summary="diffusers compile_repeated_blocks: compile each repeated transformer block once",
         rank=50,
+        requires=_regional_requires,
         apply=_regional_apply,
         verify=_regional_verify,
         verify_trace=_graphs_verify("regional-compile"),

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from perfsuite.optimizations.base import DTYPES, Target, Technique, components, fail
+from perfsuite.catalog.families import get_family
+from perfsuite.optimizations.base import DTYPES, Target, Technique, fail
 
 __all__ = ["TECHNIQUES"]
 
@@ -25,13 +26,24 @@ def _dtype_requires(name: str) -> Callable[[Target], str | None]:
     return check
 
 
+def _computed_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters that compute in the stored dtype: a layer under diffusers' layerwise casting
+    (``layerwise-fp8``) stores float8 and is cast to the pipeline dtype for its forward only."""
+    found: list[torch.nn.Parameter] = []
+    for sub in module.modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is None or registry.get_hook("layerwise_casting") is None:
+            found.extend(sub.parameters(recurse=False))
+    return found
+
+
 def _dtype_verify(name: str) -> Callable[[Any, Target], list[str]]:
     expected = DTYPES[name]
 
     def verify(pipe: Any, target: Target) -> list[str]:
         evidence = []
-        for comp_name, module in components(pipe, "unet", "vae", "text_encoder", "text_encoder_2"):
-            dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+        for comp_name, module in get_family(target.family).weighted_components_of(pipe):
+            dtypes = {p.dtype for p in _computed_parameters(module) if p.is_floating_point()}
             if dtypes != {expected}:
                 raise fail(
                     name, f"{comp_name} parameters are {sorted(map(str, dtypes))}, expected {expected}"

@@ -55,7 +55,9 @@ def tiny(request: pytest.FixtureRequest) -> Iterator[tuple[ModelSpec, Any]]:
 
 
 def test_catalog_names() -> None:
-    assert available_models() == ("tiny-sd", "tiny-sdxl", "sd15", "sdxl")
+    assert available_models() == (
+        "tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-sd3", "tiny-wan", "sd15", "sdxl", "flux", "sd3", "wan",
+    )  # fmt: skip
     assert DEFAULT_MODEL in available_models()
     for name in available_models():
         spec = get_model(name)
@@ -92,8 +94,10 @@ def test_directory_without_model_index(tmp_path: Path) -> None:
 
 
 def test_unsupported_pipeline_class(tmp_path: Path) -> None:
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(UnsupportedPipelineError, match=r"'FluxPipeline'.*StableDiffusionXLPipeline"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "QwenImagePipeline"}))
+    with pytest.raises(
+        UnsupportedPipelineError, match=r"'QwenImagePipeline'.*FluxPipeline \(flux\).*WanPipeline"
+    ):
         get_model(str(tmp_path))
 
 

@@ -272,6 +272,19 @@ def test_compile_health_and_syncs_per_step_are_gated_by_policy():
     assert check.status == NOT_COMPARED and check.detail == "no host-device sync on CPU"
 
 
+def test_a_failed_history_check_names_the_versions_that_changed_since_the_baseline():
+    old = baseline(measurement(1.0, 1.0, seed=1), machine={**MACHINE, "versions": {"torch": "2.13.0+cpu"}})
+    here = {**MACHINE, "versions": {"torch": "2.14.1+cu130", "diffusers": "0.42.1"}}
+    slower = judge("tiny-sd", "bf16", "p", measurement(1.3, 1.3, seed=2), bounds(), old, machine=here)
+    assert not slower.passed
+    (note,) = [n for n in slower.notes if n.startswith("versions differ")]
+    assert "torch 2.13.0+cpu -> 2.14.1+cu130" in note
+    assert "diffusers (not recorded) -> 0.42.1" in note
+    assert "torch 2.13.0+cpu -> 2.14.1+cu130" in slower.message("pytest x --perf-update-baselines")
+    same_speed = judge("tiny-sd", "bf16", "p", measurement(1.0, 1.0, seed=3), bounds(), old, machine=here)
+    assert same_speed.passed and not same_speed.notes  # versions alone are no finding
+
+
 def test_recompiles_are_gated_after_warm_up_only_and_warm_up_is_reported():
     regional = {**measurement(1.0, 1.0), "graph_breaks": 0, "recompiles": 0}
     regional.update(unique_graphs=3, warmup_recompiles=2)  # blocks of other shapes, met in warm-up

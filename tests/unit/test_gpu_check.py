@@ -83,12 +83,12 @@ def test_without_a_cuda_device_it_exits_2_and_says_so(tmp_path):
 def test_dry_run_prints_every_part_within_eight_minutes(tmp_path):
     out = tmp_path / "out"
     parts = dry_run_parts(out)
-    assert list(parts) == ["sd15", "sdxl", "diagnostics", "tiny-sdxl"]
+    assert list(parts) == ["sd15", "sdxl", "diagnostics", "tiny-sdxl", "flux-fast", "caches"]
     assert sum(budget_s(command) for command in parts.values()) <= EIGHT_MINUTES_S
-    for name in ("sd15", "sdxl", "tiny-sdxl"):
+    for name in ("sd15", "sdxl", "tiny-sdxl", "flux-fast", "caches"):
         command = parts[name]
         assert command[command.index("-m") :][:4] == ["-m", "pytest", "tests/perf", "--perf-device"]
-        assert option(command, "--perf-model") == name
+        assert option(command, "--perf-model") == ("flux" if name in ("flux-fast", "caches") else name)
         assert option(command, "--perf-baselines-dir") == str(out / "baselines")
         assert "--perf-update-baselines" in command
         assert option(command, "--perf-report") == str(out / f"report-{name}")
@@ -99,6 +99,14 @@ def test_dry_run_prints_every_part_within_eight_minutes(tmp_path):
     assert option(parts["tiny-sdxl"], "--perf-preset") == "full"
     assert "--perf-steps" not in parts["tiny-sdxl"]
     assert option(parts["diagnostics"], "--model") == "sd15,sdxl"
+    flux_fast, caches = parts["flux-fast"], parts["caches"]
+    assert option(flux_fast, "--perf-preset") == "flux-fast"
+    assert (option(flux_fast, "--perf-steps"), option(flux_fast, "--perf-size")) == ("4", "1024x1024")
+    # The compiled ladder steps share one inductor cache, so max-autotune's GEMM tuning is done once.
+    assert f"TORCHINDUCTOR_CACHE_DIR={out / 'inductor-flux'}" in flux_fast
+    assert option(caches, "--perf-preset") == "caches"
+    assert (option(caches, "--perf-steps"), option(caches, "--perf-size")) == ("8", "512x512")
+    assert budget_s(flux_fast) == max(budget_s(command) for command in parts.values())
     assert not out.exists(), "a dry run writes nothing"
 
 
@@ -110,6 +118,22 @@ def test_dry_run_takes_steps_size_and_budgets_from_the_environment(tmp_path):
         option(parts["diagnostics"], "--steps") == "4" and option(parts["diagnostics"], "--size") == "512x512"
     )
     assert "30s" in parts["sd15"]
+
+
+def test_dry_run_takes_the_flux_steps_sizes_and_budgets_from_the_environment(tmp_path):
+    parts = dry_run_parts(
+        tmp_path, PERFSUITE_FLUX_STEPS="28", PERFSUITE_FLUX_SIZE="768x768", PERFSUITE_CACHE_STEPS="12",
+        PERFSUITE_CACHE_SIZE="1024x1024", BUDGET_FLUX_FAST_S="200", BUDGET_CACHES_S="90",
+    )  # fmt: skip
+    assert (option(parts["flux-fast"], "--perf-steps"), option(parts["flux-fast"], "--perf-size")) == (
+        "28",
+        "768x768",
+    )
+    assert (option(parts["caches"], "--perf-steps"), option(parts["caches"], "--perf-size")) == (
+        "12",
+        "1024x1024",
+    )
+    assert "200s" in parts["flux-fast"] and "90s" in parts["caches"]
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -133,6 +157,7 @@ def test_a_failed_or_slow_part_does_not_stop_the_others_and_the_exit_is_1(tmp_pa
     assert re.search(r"sd15 +FAILED \(exit 1\)", summary)
     assert re.search(r"sdxl +OUT OF TIME after \d+s \(budget 1s\)", summary)
     assert re.search(r"diagnostics +passed", summary) and re.search(r"tiny-sdxl +passed", summary)
+    assert re.search(r"flux-fast +passed", summary) and re.search(r"caches +passed", summary)
     assert (out / "sd15.log").read_text() == "sd15 ran\n"
     assert (out / "baselines" / "policy.toml").read_bytes() == (
         ROOT / "baselines" / "policy.toml"

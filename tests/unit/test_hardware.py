@@ -138,7 +138,8 @@ def test_collect_machine_info_cpu_round_trip() -> None:
     assert info.gpu_name is None and info.gpu_capability is None and info.gpu_memory_bytes is None
     assert info.driver_version is None
     assert set(info.versions) == set(VERSIONED_PACKAGES)
-    assert info.versions["torch"] == str(torch.__version__)
+    assert info.versions["torch"] == str(torch.__version__)  # with its build: 2.14.1+cu130, 2.13.0+cpu
+    assert info.versions["perfsuite"] is not None
     assert info.versions["numpy"] is not None
     assert set(info.cpu_flags) <= {"avx2", "avx512f", "amx"}
     assert info.total_memory_bytes is None or info.total_memory_bytes > 0
@@ -255,3 +256,13 @@ def test_fake_cuda_index_out_of_range(fake_cuda: dict[str, object]) -> None:
     expected = r"'cuda:2' does not exist here: valid choices are 'cpu', 'cuda', 'cuda:0', 'cuda:1'$"
     with pytest.raises(ValueError, match=expected):
         capabilities("cuda:2")
+
+
+def test_version_changes_name_each_package_that_differs() -> None:
+    from perfsuite.hardware import version_changes
+
+    old = {"versions": {"torch": "2.13.0+cpu", "diffusers": "0.42.1", "triton": None}}
+    new = {"versions": {"torch": "2.14.1+cu130", "diffusers": "0.42.1", "triton": "3.5.0"}}
+    assert version_changes(old, new) == ["torch 2.13.0+cpu -> 2.14.1+cu130", "triton (not recorded) -> 3.5.0"]
+    assert version_changes(new, new) == []
+    assert version_changes({}, {"versions": {"torch": "2.13.0"}}) == ["torch (not recorded) -> 2.13.0"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from perfsuite import hardware
-from perfsuite.matrix import PRESETS, REFERENCE, build_plan, make_combo, parse_combo
+from perfsuite.matrix import CROSSED_GROUPS, PRESETS, REFERENCE, build_plan, make_combo, parse_combo
 from perfsuite.optimizations import GROUPS, TECHNIQUES
 
 CPU = hardware.capabilities("cpu")
@@ -22,6 +22,7 @@ H200 = hardware.Capabilities(
     supports_efficient_sdpa=True,
     supports_cudnn_sdpa=True,
     has_triton=True,
+    supports_fp8_matmul=True,
 )
 
 
@@ -112,13 +113,66 @@ def test_presets_are_deterministic_and_duplicate_free(preset):
 
 def test_full_is_every_group_choice_minus_the_pruned():
     p = plan("full", H200)
-    sizes = [sum(1 for t in TECHNIQUES.values() if t.group == g) + (g != "dtype") for g in GROUPS]
+    sizes = [sum(1 for t in TECHNIQUES.values() if t.group == g) + (g != "dtype") for g in CROSSED_GROUPS]
     total = 1
     for size in sizes:
         total *= size
-    assert len(p.cases) + len(p.pruned) == total
+    alone = [n for n, t in TECHNIQUES.items() if t.group not in CROSSED_GROUPS]
+    assert set(CROSSED_GROUPS) | {"cache", "memory"} == set(GROUPS)
+    assert len(p.cases) + len(p.pruned) == total + len(alone)
+    ids = p.ids + [x.combo.id for x in p.pruned]
+    assert all(f"bf16+{name}" in ids for name in alone)
 
 
 def test_unknown_preset_names_the_valid_ones():
-    with pytest.raises(ValueError, match="choose one of: ladder, single, pairs, full"):
+    with pytest.raises(ValueError, match="choose one of: ladder, single, pairs, full, flux-fast, caches"):
         plan("smoke")
+
+
+def test_flux_fast_is_flux_fasts_ladder_in_its_order_on_an_h200():
+    p = plan("flux-fast", H200)
+    assert p.ids == [
+        "bf16",
+        "bf16+compile-max-autotune",
+        "bf16+compile-max-autotune+fuse-qkv",
+        "bf16+channels-last+compile-max-autotune+fuse-qkv",
+        "bf16+channels-last+compile-max-autotune+fuse-qkv+fp8-dq",
+        "bf16+channels-last+compile-max-autotune+inductor-flags+fuse-qkv+fp8-dq",
+    ]
+    pruned = {x.combo.id: x.reason for x in p.pruned}
+    assert list(pruned) == [
+        "bf16+channels-last+compile-max-autotune+fuse-qkv+fa3-fp8",
+        "bf16+channels-last+compile-max-autotune+inductor-flags+fuse-qkv+fp8-dq+export-aoti-cudagraphs",
+    ]
+    assert "flash-attn 3" in pruned["bf16+channels-last+compile-max-autotune+fuse-qkv+fa3-fp8"]
+
+
+def test_flux_fast_on_a_cpu_compiles_in_the_default_mode_and_goes_on_past_what_cannot_run():
+    p = plan("flux-fast")
+    assert p.ids == [
+        "bf16",
+        "bf16+compile",
+        "bf16+compile+fuse-qkv",
+        "bf16+channels-last+compile+fuse-qkv",
+        "bf16+channels-last+compile+inductor-flags+fuse-qkv",
+    ]
+    reasons = [x.reason for x in p.pruned]
+    assert len(reasons) == 3
+    assert "flash-attn 3" in reasons[0] and "compute capability >= 8.9" in reasons[1]
+    assert "AOTInductor" in reasons[2]
+    # The fp8 step is pruned and not carried: the inductor flags build on the step before it.
+    assert "fp8-dq" not in p.ids[-1]
+
+
+def test_caches_preset_is_each_cache_alone_on_the_base_dtype_and_pruned_on_unet_families():
+    caches = ["first-block-cache", "taylorseer-cache", "mag-cache", "faster-cache", "pab-cache"]
+    on_gpu = plan("caches", H200, family="sd")
+    assert on_gpu.ids == ["bf16"]
+    assert [x.combo.id for x in on_gpu.pruned] == [f"bf16+{name}" for name in caches]
+    assert all("has no enable_cache" in x.reason for x in on_gpu.pruned)
+
+
+def test_caches_preset_runs_every_cache_on_a_transformer_family(flux_family):
+    p = plan("caches", family=flux_family)
+    assert p.ids == ["fp32"] + [f"fp32+{name}" for name in TECHNIQUES if TECHNIQUES[name].group == "cache"]
+    assert not p.pruned

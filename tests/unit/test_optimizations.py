@@ -67,6 +67,8 @@ def test_every_technique_of_the_guide_has_an_entry_with_verify():
         "fp32", "bf16", "fp16", "tf32", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
         "channels-last", "compile", "compile-reduce-overhead", "compile-max-autotune",
         "inductor-flags", "regional-compile", "compile-regions", "int8-dq", "fuse-qkv", "sigmas-cpu",
+        "fp8-dq", "first-block-cache", "taylorseer-cache", "mag-cache", "faster-cache", "pab-cache",
+        "layerwise-fp8", "group-offload",
     }  # fmt: skip
     assert set(TECHNIQUES) == expected
     assert all(callable(t.verify) and t.summary for t in TECHNIQUES.values())
@@ -78,7 +80,7 @@ def test_unknown_technique_lists_known_ones():
 
 
 def test_channels_last_is_verified_and_a_plain_model_is_rejected(pipe):
-    with pytest.raises(NotActiveError, match="not NHWC"):
+    with pytest.raises(NotActiveError, match="not channels-last"):
         get_technique("channels-last").verify(pipe, target())
     evidence, stack = apply(pipe, "channels-last")
     with stack:
@@ -158,7 +160,7 @@ def test_compile_regions_on_the_unet_is_unsupported_not_a_crash(pipe):
 
 
 def test_compile_verify_rejects_an_eager_pipeline(pipe):
-    with pytest.raises(NotActiveError, match="UNet is not compiled"):
+    with pytest.raises(NotActiveError, match="unet is not compiled"):
         get_technique("compile").verify(pipe, target("compile"))
     with pytest.raises(NotActiveError, match="ran eagerly"):
         get_technique("compile").verify_trace(RunTrace(frozenset()), target("compile"))  # type: ignore[misc]

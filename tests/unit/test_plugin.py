@@ -25,7 +25,10 @@ def test_combo(perf_case, perf_run):
     ("option", "message"),
     [
         ("--perf-preset=smoke", "unknown preset 'smoke'; choose one of: ladder, single, pairs, full"),
-        ("--perf-model=tiny-sdx", "unknown model 'tiny-sdx'; choose from tiny-sd, tiny-sdxl, sd15, sdxl"),
+        (
+            "--perf-model=tiny-sdx",
+            "unknown model 'tiny-sdx'; choose from tiny-sd, tiny-sdxl, tiny-flux, tiny-sd3, tiny-wan, sd15",
+        ),
         ("--perf-device=gpu", "invalid device 'gpu': expected 'cpu', 'cuda' or 'cuda:N'"),
         ("--perf-rounds=1", "must be at least 3"),
         ("--perf-profile=My Profile", "My Profile"),
