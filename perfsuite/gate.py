@@ -14,8 +14,11 @@ Rules, per field:
   :data:`ALPHA`. Absolute times are compared only when the machine matches the baseline's
   (:func:`machine_fingerprint`); on other hardware of the same profile the check says so and the
   speedup (a same-run ratio) carries the history.
-* **peak memory (history)** fails when the peak grew by more than ``memory_tolerance``. It is one
-  number per run (allocator high-water mark), so there is no test of significance.
+* **peak memory (history)** fails when the peak bytes held by the case's tensors grew by more than
+  ``memory_tolerance``. It is one number per run, so there is no test of significance; peaks of
+  different kinds (``peak_mem_kind``) are never compared.
+* **graph breaks, recompiles (policy)**: graph breaks anywhere, recompiles after warm-up.
+* **verify, dynamo (policy)**: a case that ended before it was measured (:func:`judge_failure`).
 * **speedup (history)** fails when the speedup fell by more than ``speedup_tolerance`` AND the two
   confidence intervals do not overlap (the new one lies wholly below the baseline's).
 
@@ -41,6 +44,7 @@ __all__ = [
     "MISSING",
     "NOT_COMPARED",
     "PASS",
+    "UNMEASURED_FIELDS",
     "Check",
     "Verdict",
     "check_diagnostics",
@@ -50,6 +54,7 @@ __all__ = [
     "check_policy",
     "interval",
     "judge",
+    "judge_failure",
     "machine_fingerprint",
     "missing_baseline",
     "number",
@@ -59,6 +64,10 @@ __all__ = [
 ALPHA = 0.01
 
 PASS, FAIL, MISSING, NOT_COMPARED = "pass", "fail", "missing", "not compared"
+
+#: Checks that end a case before it is measured (:mod:`perfsuite.failure`).
+UNMEASURED_FIELDS = ("verify", "dynamo")
+_OPTIONAL_CHECK_KEYS = {"detail", "timing", "log"}
 
 
 def _seconds(value: float) -> str:
@@ -86,6 +95,8 @@ class Check:
     source: str
     detail: str = ""
     timing: bool = False
+    #: The full error text behind a ``verify`` or ``dynamo`` failure: for the report, not the terminal.
+    log: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,7 +105,7 @@ class Check:
     def from_dict(cls, data: Mapping[str, Any]) -> Check:
         """Rebuild from :meth:`to_dict`; a missing or unknown key raises ValueError naming it."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = set(data) - names, {n for n in names if n not in data} - {"detail", "timing"}
+        unknown, missing = set(data) - names, {n for n in names if n not in data} - _OPTIONAL_CHECK_KEYS
         if unknown or missing:
             raise ValueError(
                 f"not a check: unknown key(s) {sorted(unknown)}, missing key(s) {sorted(missing)}"
@@ -185,6 +196,12 @@ class Verdict:
             if check.detail:
                 lines.append(f"    why:      {check.detail}")
         lines.extend(f"  note: {note}" for note in self.notes)
+        if bad and all(c.field in UNMEASURED_FIELDS for c in bad):
+            lines.append(
+                "  the case was not measured: no baseline update or policy edit changes this; the full "
+                "error is in the report (--perf-report DIR: results.json and report.html)"
+            )
+            return "\n".join(lines)
         lines.append(
             "  if the change is intended, record it (the diff of baselines/ goes into the pull request): "
             f"{update_command}"
@@ -318,16 +335,28 @@ def check_fidelity(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check
     return checks
 
 
-def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
-    """Compile health (graph breaks, recompiles after the first call) and host-device syncs per step.
+def _warmup_text(measurement: Mapping[str, Any]) -> str:
+    """``warm-up (not gated): 3 graphs, 2 recompiles`` when the measurement records its warm-up."""
+    graphs, recompiles = number(measurement, "unique_graphs"), number(measurement, "warmup_recompiles")
+    if recompiles is None:  # a measurement from before warm-up and steady state were told apart
+        return ""
+    return f"warm-up (not gated): {graphs or 0:.0f} graphs, {recompiles:.0f} recompiles"
 
-    Graph breaks and recompiles are checked when the measurement has them; syncs per denoising step
+
+def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """Compile health (graph breaks anywhere, recompiles after warm-up) and host-device syncs per step.
+
+    Graph breaks and recompiles are checked when the measurement has them. Recompiles count only
+    after warm-up (the profiled call, the timed rounds, a re-measure): warm-up recompiles are how
+    regional compilation meets blocks of other shapes, and they are reported as information. A graph
+    break is never benign, so it counts wherever it happens. Syncs per denoising step are checked
     only where the policy sets ``max_syncs_per_step`` (the guide's sigmas-on-CPU advice: 0).
     """
     checks = []
+    warmup = _warmup_text(measurement)
     for key, field_name, what in (
-        ("graph_breaks", "graph breaks", "graph breaks while compiling"),
-        ("recompiles", "recompiles", "recompilations after the first compile"),
+        ("graph_breaks", "graph breaks", "graph breaks (warm-up and after)"),
+        ("recompiles", "recompiles", "recompilations after warm-up"),
     ):
         value = number(measurement, key)
         if value is None:
@@ -335,8 +364,9 @@ def check_diagnostics(measurement: Mapping[str, Any], bounds: Bounds) -> list[Ch
         bound = float(getattr(bounds, f"max_{key}"))
         source = f"max_{key} from {bounds.sources.get(f'max_{key}', 'perfsuite built-in default')}"
         status = FAIL if value > bound else PASS
+        detail = warmup if key == "recompiles" else ""
         checks.append(
-            Check(field_name, "policy", status, f"{value:.0f} {what}", "", f"<= {bound:.0f}", source)
+            Check(field_name, "policy", status, f"{value:.0f} {what}", "", f"<= {bound:.0f}", source, detail)
         )
     limit = bounds.max_syncs_per_step
     if limit is None:
@@ -419,9 +449,12 @@ def _latency_history(
             )
             return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
     change = new_median / old_median - 1.0
-    p_value = mann_whitney_u(new_samples, old_samples).p_greater
-    significant = p_value < ALPHA
-    detail = f"{change:+.1%} vs baseline, Mann-Whitney p = {p_value:.2g} (slower if p < {ALPHA})"
+    test = mann_whitney_u(new_samples, old_samples)
+    significant = test.p_greater < ALPHA
+    detail = (
+        f"{change:+.1%} vs baseline, Mann-Whitney p = {test.p_greater:.2g} "
+        f"({test.method}; slower if p < {ALPHA})"
+    )
     status = FAIL if change > tolerance and significant else PASS
     return Check("latency", "history", status, obtained, expected, bound, source, detail, True)
 
@@ -490,6 +523,28 @@ def check_history(
 def missing_baseline(path: Path, reason: str) -> Check:
     """The history check when there is no usable baseline: names the file and how to create it."""
     return Check("baseline", "history", MISSING, "(no history check ran)", "", "", str(path), reason)
+
+
+def judge_failure(model: str, combo: str, profile: str, failure: Mapping[str, Any]) -> Verdict:
+    """The verdict on a case that ended before it was measured (a :class:`perfsuite.failure.CaseFailure`
+    as a dict): one failed policy check, ``verify`` or ``dynamo``, naming the technique, what it
+    promises and what was found; the full error text rides along in :attr:`Check.log`."""
+    kind, technique = str(failure.get("kind", "")), str(failure.get("technique", ""))
+    where = str(failure.get("where", ""))
+    if kind == "verify":
+        source = f"perfsuite: every technique proves it is active ({technique}: {where})"
+        bound = f"{technique} proves it is active"
+        detail = ""
+    elif kind == "dynamo":
+        source = f"perfsuite: a compile technique must compile the model as asked ({technique})"
+        bound = "no dynamo error"
+        detail = f"at {where}" if where else ""
+    else:
+        raise ValueError(f"unknown failure kind {kind!r}; expected one of {', '.join(UNMEASURED_FIELDS)}")
+    obtained, expected = f"{technique}: {failure.get('found', '')}", str(failure.get("expected", ""))
+    log = str(failure.get("log", ""))
+    check = Check(kind, "policy", FAIL, obtained, expected, bound, source, detail, log=log)
+    return Verdict(model, combo, profile, (check,))
 
 
 def judge(

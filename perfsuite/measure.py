@@ -1,13 +1,15 @@
-"""Device-synchronized timing, peak memory, and the trace of one profiled call.
+"""Device-synchronized timing, the tensor memory of one case, and the trace of one profiled call.
 
 On CUDA a call is timed with CUDA events recorded around it and a synchronize after it, so queued
-kernels are counted. On CPU it is timed with ``time.perf_counter``. Peak memory on CUDA is
-``torch.cuda.max_memory_allocated`` after a reset; on CPU it is the process's resident-set
-high-water mark (``VmHWM``), which Linux lets us reset through ``/proc/self/clear_refs``.
+kernels are counted. On CPU it is timed with ``time.perf_counter``. Memory is the peak bytes held
+by the case's own tensors (:class:`CaseMemory`), on CUDA from the caching allocator's counters, on
+CPU from the case pipeline's weights and the profiler's memory events of one call; the process's
+resident-set high-water mark (``VmHWM``) is kept beside it as information.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections import Counter
@@ -21,7 +23,18 @@ import torch
 
 from perfsuite.optimizations import RunTrace
 
-__all__ = ["PeakMemory", "dynamo_counts", "synchronize", "time_call", "trace_call"]
+__all__ = [
+    "CaseMemory",
+    "MemoryReading",
+    "ProfiledCall",
+    "case_tensor_bytes",
+    "counting_dynamo",
+    "dynamo_counts",
+    "profile_call",
+    "synchronize",
+    "time_call",
+    "trace_call",
+]
 
 
 def synchronize(device: torch.device) -> None:
@@ -56,35 +69,99 @@ def _status_kib(pattern: re.Pattern[str]) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-@dataclass
-class PeakMemory:
-    """The peak memory of one device over a window opened by :meth:`reset`.
+def _storages(tensor: torch.Tensor, found: dict[tuple[str, int], int]) -> None:
+    """Record the storage of ``tensor``, or of each inner tensor of a tensor subclass (torchao's
+    quantized weights hold an int8 tensor and its scales, reached through ``__tensor_flatten__``)."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        for name in names:
+            _storages(getattr(tensor, name), found)
+        return
+    storage = tensor.untyped_storage()
+    if storage.device.type != "meta":
+        found[(str(storage.device), storage.data_ptr())] = storage.nbytes()
 
-    ``kind`` says what the figure covers: ``cuda-allocated`` (bytes held by torch's CUDA caching
-    allocator for tensors), ``cpu-rss-hwm`` (the whole process's resident set), or ``unavailable``.
+
+def case_tensor_bytes(pipe: Any) -> int:
+    """Bytes of the unique storages of every parameter and buffer of the pipeline's components.
+
+    Tied or shared weights count once; a tensor subclass counts the storages of its inner tensors.
+    """
+    found: dict[tuple[str, int], int] = {}
+    modules = getattr(pipe, "components", None) or {}
+    for module in modules.values():
+        if isinstance(module, torch.nn.Module):
+            for tensor in (*module.parameters(), *module.buffers()):
+                _storages(tensor, found)
+    return sum(found.values())
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """One case's memory, in bytes. ``peak_mem_bytes`` = ``resident_mem_bytes`` +
+    ``transient_mem_bytes``: the case's tensors held across calls plus the most that one call adds.
+
+    ``peak_mem_kind`` names what it covers (peaks of different kinds are never compared):
+    ``cpu-case-tensors``, ``cuda-case-tensors`` or ``unavailable``. ``rss_hwm_bytes`` is the
+    process's resident-set high-water mark over the same window: information, never gated.
+    """
+
+    peak_mem_bytes: int | None
+    peak_mem_kind: str
+    resident_mem_bytes: int | None
+    transient_mem_bytes: int | None
+    rss_hwm_bytes: int | None
+
+
+@dataclass
+class CaseMemory:
+    """The peak bytes held by one case's tensors over its warm-up and profiled calls.
+
+    * CUDA: ``torch.cuda.max_memory_allocated`` over the window opened by :meth:`start` minus
+      ``torch.cuda.memory_allocated`` taken by :meth:`before_build` (just before the case's
+      pipeline is built), so the resident reference pipeline and other models do not count, and
+      CUDA-graph pools captured in warm-up do.
+    * CPU: :func:`case_tensor_bytes` of the case's pipeline plus the transient peak of the profiled
+      call after warm-up (:func:`profile_call`: the running sum of the profiler's CPU memory events).
+      It does not depend on what ran before in the process, nor on the torch build's libraries.
     """
 
     device: torch.device
-    kind: str = "unavailable"
+    _base_bytes: int = 0
+    _resident_bytes: int = 0
+    _rss_reset: bool = False
 
-    def reset(self) -> None:
+    def before_build(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.kind = "cuda-allocated"
-            return
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            self.kind = "unavailable"
-        else:
-            self.kind = "cpu-rss-hwm"
+            synchronize(self.device)
+            self._base_bytes = int(torch.cuda.memory_allocated(self.device))
 
-    def peak_bytes(self) -> int | None:
-        if self.kind == "cuda-allocated":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        if self.kind == "cpu-rss-hwm":
-            return _status_kib(_HWM)
-        return None
+    def start(self) -> None:
+        """Open the window (before the first warm-up call)."""
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._resident_bytes = int(torch.cuda.memory_allocated(self.device)) - self._base_bytes
+        self._rss_reset = False
+        with contextlib.suppress(OSError):  # no /proc (not Linux): rss_hwm_bytes is then None
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self._rss_reset = True
+
+    def reading(self, pipe: Any, transient_peak_bytes: int | None) -> MemoryReading:
+        """Close the window. ``transient_peak_bytes`` is :attr:`ProfiledCall.transient_peak_bytes`
+        of the profiled call (CPU), or None when no call was profiled."""
+        rss = _status_kib(_HWM) if self._rss_reset else None
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            peak = int(torch.cuda.max_memory_allocated(self.device)) - self._base_bytes
+            resident = self._resident_bytes
+            return MemoryReading(peak, "cuda-case-tensors", resident, peak - resident, rss)
+        if transient_peak_bytes is None:
+            return MemoryReading(None, "unavailable", None, None, rss)
+        resident = case_tensor_bytes(pipe)
+        return MemoryReading(
+            resident + transient_peak_bytes, "cpu-case-tensors", resident, transient_peak_bytes, rss
+        )
 
 
 def dynamo_counts() -> Counter[str]:
@@ -130,21 +207,66 @@ def counting_dynamo() -> Iterator[Counter[str]]:
             callback_handler.remove_end_callback(on_end)
 
 
-def trace_call(fn: Callable[[], Any], device: torch.device, compiled: Counter[str] | None = None) -> RunTrace:
-    """Run ``fn`` once under the profiler and return the aten ops it ran."""
+@dataclass(frozen=True)
+class ProfiledCall:
+    """What :func:`profile_call` saw. ``transient_peak_bytes`` (CPU only, else None) is the most
+    that the call held at once in tensors it allocated itself."""
+
+    trace: RunTrace
+    transient_peak_bytes: int | None
+
+
+def _transient_peak_bytes(prof: Any) -> int:
+    """The running sum of the profiler's memory events (allocations positive, frees negative) in
+    time order, at its highest.
+
+    torch reports a CPU free only for a block allocated while the profiler ran, so memory that was
+    there before the call (the weights, an earlier output) never makes the sum fall: the figure is
+    what the call itself allocated and held at once. The events come from ``kineto_results``: the
+    public ``events()`` list folds memory events into the ops around them and loses their order.
+    """
+    results = getattr(prof.profiler, "kineto_results", None)
+    if results is None:
+        raise RuntimeError(
+            f"torch {torch.__version__}: the profiler result has no kineto_results, so the CPU memory "
+            "events of the profiled call cannot be read"
+        )
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def profile_call(
+    fn: Callable[[], Any], device: torch.device, compiled: Counter[str] | None = None
+) -> ProfiledCall:
+    """Run ``fn`` once under the profiler: the aten ops it ran and, on CPU, its tensor memory."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
+    cpu = device.type == "cpu"
+    if not cpu:
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, profile_memory=cpu) as prof:
         fn()
         synchronize(device)
     names = frozenset(event.name for event in prof.events())
     compiled = compiled or Counter()
-    return RunTrace(
+    trace = RunTrace(
         op_names=names,
         unique_graphs=compiled["unique_graphs"],
         graph_breaks=compiled["graph_breaks"],
         recompiles=compiled["recompiles"],
     )
+    return ProfiledCall(trace, _transient_peak_bytes(prof) if cpu else None)
+
+
+def trace_call(fn: Callable[[], Any], device: torch.device, compiled: Counter[str] | None = None) -> RunTrace:
+    """Run ``fn`` once under the profiler and return the aten ops it ran."""
+    return profile_call(fn, device, compiled).trace

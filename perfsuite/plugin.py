@@ -422,6 +422,7 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
     import torch
 
     from perfsuite.baselines import BaselineFileError
+    from perfsuite.failure import CaseFailed
     from perfsuite.globalstate import fresh_compile_caches
     from perfsuite.optimizations import Target, Unsupported
     from perfsuite.runner import run_case
@@ -457,6 +458,12 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
                     rounds_runner=_benchmark_rounds(benchmark),
                     remeasure=lambda first: _suspect(perf_session, first, suspects),
                 )
+        except CaseFailed as exc:
+            # A technique that cannot prove it is active, or dynamo refusing the model: a verdict.
+            verdict = perf_session.record_failure(case.model, case.combo.id, exc.failure)
+            benchmark.extra_info.update({"verdict": verdict.status, "failure": exc.failure.to_dict()})
+            command = update_command(request, perf_session, case)
+            pytest.fail(verdict.message(command, strict=perf_session.strict), pytrace=False)
         except Unsupported as exc:
             perf_session.skipped.append((case.model, case.combo.id, f"unsupported: {exc}"))
             pytest.skip(f"unsupported on {case.model}: {exc}")

@@ -20,10 +20,11 @@ import torch
 
 from perfsuite.catalog import ModelSpec
 from perfsuite.diagnostics import collect
+from perfsuite.failure import CaseFailed, dynamo_failure, verify_failure
 from perfsuite.globalstate import GlobalSnapshot, reset_compiler_state
 from perfsuite.matrix import Combo
-from perfsuite.measure import PeakMemory, counting_dynamo, time_call, trace_call
-from perfsuite.optimizations import RunTrace, Target, get_technique
+from perfsuite.measure import CaseMemory, ProfiledCall, counting_dynamo, profile_call, time_call
+from perfsuite.optimizations import NotActiveError, RunTrace, Target, get_technique
 from perfsuite.stats import Ratio, Summary, speedup
 
 __all__ = ["CaseResult", "Reference", "RoundRunner", "RunSettings", "output_image", "run_case"]
@@ -133,13 +134,24 @@ class CaseResult:
     cold_start_s: float
     warmup_s: tuple[float, ...]
     compile_s: float | None
+    #: Peak bytes held by this case's tensors (:class:`perfsuite.measure.CaseMemory`) and its kind.
     peak_mem_bytes: int | None
     peak_mem_kind: str
     evidence: tuple[str, ...]
+    #: Graphs dynamo captured during warm-up (information).
     unique_graphs: int
+    #: Graph breaks, in warm-up or after it (gated: a graph break is never benign).
     graph_breaks: int
+    #: Recompilations after warm-up: the profiled call, the timed rounds, a re-measure (gated).
     recompiles: int
     image: np.ndarray = field(repr=False, compare=False)
+    #: Recompilations during warm-up (information: regional compilation recompiles its blocks there).
+    warmup_recompiles: int = 0
+    #: ``peak_mem_bytes`` split: tensors held across calls, and the most one call adds on top.
+    resident_mem_bytes: int | None = None
+    transient_mem_bytes: int | None = None
+    #: The process's resident-set high-water mark over warm-up and the profiled call (information).
+    rss_hwm_bytes: int | None = None
     #: The first timing pass when the case was re-measured to confirm a suspected regression.
     first_attempt: dict[str, Any] | None = None
     #: :func:`perfsuite.fidelity.assess` of the image against the references (filled by the caller).
@@ -172,8 +184,12 @@ class CaseResult:
             "compile_s": self.compile_s,
             "peak_mem_bytes": self.peak_mem_bytes,
             "peak_mem_kind": self.peak_mem_kind,
+            "resident_mem_bytes": self.resident_mem_bytes,
+            "transient_mem_bytes": self.transient_mem_bytes,
+            "rss_hwm_bytes": self.rss_hwm_bytes,
             "evidence": list(self.evidence),
             "unique_graphs": self.unique_graphs,
+            "warmup_recompiles": self.warmup_recompiles,
             "graph_breaks": self.graph_breaks,
             "recompiles": self.recompiles,
             "first_attempt": self.first_attempt,
@@ -192,7 +208,10 @@ def _apply_and_verify(pipe: Any, combo: Combo, target: Target, stack: ExitStack)
             technique.apply(pipe, target)
     evidence: list[str] = []
     for technique in techniques:
-        evidence.extend(technique.verify(pipe, target))
+        try:
+            evidence.extend(technique.verify(pipe, target))
+        except NotActiveError as exc:
+            raise CaseFailed(verify_failure(technique, exc, "verify, after apply")) from exc
     return evidence
 
 
@@ -201,7 +220,11 @@ def _verify_trace(combo: Combo, trace: RunTrace, target: Target) -> list[str]:
     for name in combo.techniques:
         technique = get_technique(name)
         if technique.verify_trace is not None:
-            evidence.extend(technique.verify_trace(trace, target))
+            try:
+                evidence.extend(technique.verify_trace(trace, target))
+            except NotActiveError as exc:
+                stage = "verify_trace, on the profiled call after warm-up"
+                raise CaseFailed(verify_failure(technique, exc, stage)) from exc
     return evidence
 
 
@@ -227,7 +250,9 @@ def run_case(
     rounds_runner: RoundRunner = interleaved_rounds,
     remeasure: Callable[[CaseResult], bool] | None = None,
 ) -> CaseResult:
-    """Measure one combo. Any failure to build, apply, verify or run propagates with its real error.
+    """Measure one combo. A technique that cannot prove it is active, or a model that dynamo refuses
+    to compile as asked, raises :class:`~perfsuite.failure.CaseFailed`; any other failure to build,
+    apply, verify or run propagates with its real error.
 
     When ``remeasure(result)`` is true (a suspected timing regression), the timed rounds run once
     more on the same warmed-up pipeline, and the second pass is the result; the first is kept in
@@ -237,13 +262,18 @@ def run_case(
     device = target.device
     if target.call_arguments is None:
         target = dataclasses.replace(target, call_arguments=spec.call_arguments)
+    memory = CaseMemory(device)
+    memory.before_build()
     pipe = make_pipe(combo.dtype)
     try:
-        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure)
-    except BaseException:
+        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure, memory)
+    except BaseException as exc:
         del pipe
         _release(combo, device)
         snapshot.restore()
+        failure = None if isinstance(exc, CaseFailed) else dynamo_failure(combo.techniques, exc)
+        if failure is not None:
+            raise CaseFailed(failure) from exc
         raise
     del pipe
     _release(combo, device)
@@ -268,27 +298,22 @@ def _measure(
     settings: RunSettings,
     rounds_runner: RoundRunner,
     remeasure: Callable[[CaseResult], bool] | None = None,
+    memory: CaseMemory | None = None,
 ) -> CaseResult:
     device = target.device
-    memory = PeakMemory(device)
+    memory = memory or CaseMemory(device)
     with ExitStack() as stack:
         evidence = _apply_and_verify(pipe, combo, target, stack)
 
         def call() -> Any:
             return pipe(**spec.call_arguments())
 
-        memory.reset()
+        memory.start()
         warmup_s: list[float] = []
         with counting_dynamo() as compiled:
             for _ in range(settings.warmup):
                 seconds, _ = time_call(call, device)
                 warmup_s.append(seconds)
-        peak = memory.peak_bytes()
-        if settings.trace:
-            with _probes(pipe, combo, target) as probed:
-                trace = trace_call(call, device, compiled)
-            trace = dataclasses.replace(trace, probes=probed)
-            evidence.extend(_verify_trace(combo, trace, target))
 
         last: list[Any] = []
 
@@ -297,7 +322,16 @@ def _measure(
             last[:] = [output]
             return seconds
 
+        # Compile health is gated on what happens after warm-up: the profiled call and the rounds.
         with counting_dynamo() as steady:
+            profiled: ProfiledCall | None = None
+            if settings.trace:
+                with _probes(pipe, combo, target) as probed:
+                    profiled = profile_call(call, device, compiled)
+                trace = dataclasses.replace(profiled.trace, probes=probed)
+                evidence.extend(_verify_trace(combo, trace, target))
+            # Closed before the rounds: the reference's calls must not count on CUDA.
+            mem = memory.reading(pipe, profiled.transient_peak_bytes if profiled else None)
             cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
         image = output_image(last[0])
         latency = Summary.from_samples(cand_s, settings.confidence)
@@ -312,12 +346,16 @@ def _measure(
             cold_start_s=warmup_s[0],
             warmup_s=tuple(warmup_s),
             compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
-            peak_mem_bytes=peak,
-            peak_mem_kind=memory.kind,
+            peak_mem_bytes=mem.peak_mem_bytes,
+            peak_mem_kind=mem.peak_mem_kind,
+            resident_mem_bytes=mem.resident_mem_bytes,
+            transient_mem_bytes=mem.transient_mem_bytes,
+            rss_hwm_bytes=mem.rss_hwm_bytes,
             evidence=tuple(evidence),
             unique_graphs=compiled["unique_graphs"],
-            graph_breaks=compiled["graph_breaks"],
-            recompiles=compiled["recompiles"] + steady["recompiles"],
+            warmup_recompiles=compiled["recompiles"],
+            graph_breaks=compiled["graph_breaks"] + steady["graph_breaks"],
+            recompiles=steady["recompiles"],
             image=image,
             call=call_settings(spec),
         )
@@ -339,6 +377,7 @@ def _measure(
                 reference_latency=Summary.from_samples(ref_s, settings.confidence),
                 speedup=speedup(ref_s, cand_s, settings.confidence),
                 recompiles=result.recompiles + again["recompiles"],
+                graph_breaks=result.graph_breaks + again["graph_breaks"],
                 image=output_image(last[0]),
                 first_attempt=first,
             )

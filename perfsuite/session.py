@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from perfsuite.baselines import Bounds, Policy
     from perfsuite.catalog import ModelSpec
+    from perfsuite.failure import CaseFailure
     from perfsuite.gate import Verdict
     from perfsuite.hardware import MachineInfo
     from perfsuite.matrix import Combo, Plan
@@ -69,6 +71,14 @@ class PerfSession:
     errors: list[tuple[str, str, str]] = field(default_factory=list)
     #: Outcome of --perf-update-baselines, filled at session finish for the terminal summary.
     update_report: list[str] = field(default_factory=list)
+
+    def record_failure(self, model: str, combo: str, failure: CaseFailure) -> Verdict:
+        """The verdict on a case that ended before it was measured; kept for the table and report."""
+        from perfsuite.gate import judge_failure
+
+        verdict = judge_failure(model, combo, self.profile, failure.to_dict())
+        self.verdicts[verdict.case_id] = verdict
+        return verdict
 
     def bounds(self, model: str, combo: str) -> Bounds:
         assert self.policy is not None
@@ -245,10 +255,17 @@ def case_entries(
 
     cases = [case_entry(r.to_dict(), perf.verdicts.get(r.case_id), status=None if r.case_id in perf.verdicts
              else "error") for r in perf.results]  # fmt: skip
+    measured = {r.case_id for r in perf.results}
+    cases += [case_entry(None, v, model=v.model, combo=v.combo) for v in unmeasured(perf.verdicts, measured)]
     skipped = [*skipped_entries({m: perf.plans[m] for m in perf.plans}),
                *({"model": m, "combo": c, "reason": why} for m, c, why in perf.skipped)]  # fmt: skip
     errors = [{"model": m, "combo": c, "message": text} for m, c, text in perf.errors]
     return cases, skipped, errors
+
+
+def unmeasured(verdicts: Mapping[str, Verdict], measured: set[str]) -> list[Verdict]:
+    """The verdicts of cases that ended before they were measured (verify or dynamo failures)."""
+    return [verdict for case_id, verdict in verdicts.items() if case_id not in measured]
 
 
 def case_images(perf: PerfSession) -> dict[str, dict[str, bytes]]:

@@ -23,9 +23,10 @@ __all__ = [
     "count_cases",
     "failed_checks",
     "update_hint",
+    "warmup_compile",
 ]
 
-_CHECK_TEXT = ("field", "kind", "status", "obtained", "expected", "bound", "source", "detail")
+_CHECK_TEXT = ("field", "kind", "status", "obtained", "expected", "bound", "source", "detail", "log")
 
 
 def update_hint(profile: str) -> str:
@@ -89,6 +90,8 @@ class CaseRow:
     compile: str
     ssim: str
     noisy: bool
+    #: What dynamo did during warm-up (``3 graphs, 2 recompiles``), or ``-`` when it compiled nothing.
+    warmup_compile: str = "-"
 
     @property
     def failed(self) -> bool:
@@ -113,9 +116,18 @@ def case_rows(document: Mapping[str, Any]) -> list[CaseRow]:
                 compile=format_seconds(number(m, "compile_s")),
                 ssim=format_ssim(ssim_of(m)),
                 noisy=bool(median and iqr is not None and iqr / median > NOISY_REL_IQR),
+                warmup_compile=warmup_compile(m),
             )
         )
     return rows
+
+
+def warmup_compile(measurement: Mapping[str, Any] | None) -> str:
+    """``3 graphs, 2 recompiles``: what dynamo did during warm-up (information, not gated)."""
+    graphs, recompiles = number(measurement, "unique_graphs"), number(measurement, "warmup_recompiles")
+    if not graphs and not recompiles:
+        return "-"
+    return f"{graphs or 0:.0f} graphs, {recompiles or 0:.0f} recompiles"
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ class FailedCheck:
     bound: str
     source: str
     detail: str
+    #: The full error text of a ``verify`` or ``dynamo`` failure (report.html shows it folded).
+    log: str = ""
 
 
 def failed_checks(document: Mapping[str, Any], status: str = "fail") -> list[FailedCheck]:

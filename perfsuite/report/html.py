@@ -64,6 +64,7 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size:
 .placeholder { display: flex; align-items: center; justify-content: center; text-align: center;
        color: #57606a; font-size: 12px; padding: 8px; box-sizing: border-box; }
 .hint { color: #57606a; font-size: 13px; max-width: 900px; }
+details.log pre { max-height: 400px; overflow: auto; font-size: 11px; white-space: pre-wrap; }
 """
 
 
@@ -128,10 +129,15 @@ def _failures(document: Mapping[str, Any]) -> list[str]:
         "<th>bound</th><th>source</th><th>why</th></tr>",
     ]
     for f in failures:
-        cells = (f.obtained, f.expected or "-", f.bound or "-", f.source, f.detail or "-")
+        cells = (f.obtained, f.expected or "-", f.bound or "-", f.source)
+        why = escape(f.detail or "-")
+        if f.log:
+            why += f'<details class="log"><summary>full error</summary><pre>{escape(f.log)}</pre></details>'
         lines.append(
             f'<tr class="fail"><td><code>{escape(f.case_id)}</code></td><td>{escape(f.field)} '
-            f"({escape(f.kind)})</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
+            f"({escape(f.kind)})</td>"
+            + "".join(f"<td>{escape(c)}</td>" for c in cells)
+            + f"<td>{why}</td></tr>"
         )
     lines.append("</table>")
     return lines
@@ -142,10 +148,17 @@ def _cases_table(document: Mapping[str, Any]) -> list[str]:
     lines = [
         f'<h2 id="cases">All cases ({len(rows)})</h2>',
         '<table class="cases"><tr><th>case</th><th>latency (median ± IQR)</th><th>speedup [95% CI]</th>'
-        "<th>peak mem</th><th>compile</th><th>SSIM</th><th>status</th></tr>",
+        "<th>peak mem</th><th>compile</th><th>warm-up compile</th><th>SSIM</th><th>status</th></tr>",
     ]
     for r in rows:
-        numbers = (r.latency + (" ~" if r.noisy else ""), r.speedup, r.peak_mem, r.compile, r.ssim)
+        numbers = (
+            r.latency + (" ~" if r.noisy else ""),
+            r.speedup,
+            r.peak_mem,
+            r.compile,
+            r.warmup_compile,
+            r.ssim,
+        )
         lines.append(
             f'<tr class="{"fail" if r.failed else "ok"}"><td><code>{escape(r.case_id)}</code></td>'
             + "".join(f'<td class="num">{escape(n)}</td>' for n in numbers)
@@ -154,6 +167,11 @@ def _cases_table(document: Mapping[str, Any]) -> list[str]:
     lines.append("</table>")
     if any(r.noisy for r in rows):
         lines.append('<p class="hint">~ marks a noisy measurement (IQR above 10% of the median).</p>')
+    if any(r.warmup_compile != "-" for r in rows):
+        lines.append(
+            '<p class="hint">warm-up compile: graphs and recompiles during warm-up (not gated; recompiles '
+            "after warm-up and graph breaks are).</p>"
+        )
     return lines
 
 

@@ -88,8 +88,10 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "perfsuite") ->
         lines.append("")
     rows = case_rows(document)
     lines += [f"### All cases ({len(rows)})", ""]
+    headers = ("case", "latency (median ± IQR)", "speedup [95% CI]", "peak mem", "compile",
+               "warm-up compile", "SSIM", "status")  # fmt: skip
     lines += _table(
-        ("case", "latency (median ± IQR)", "speedup [95% CI]", "peak mem", "compile", "SSIM", "status"),
+        headers,
         (
             (
                 _code(r.case_id),
@@ -97,6 +99,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "perfsuite") ->
                 r.speedup,
                 r.peak_mem,
                 r.compile,
+                r.warmup_compile,
                 r.ssim,
                 _STATUS.get(r.status, r.status),
             )
@@ -105,6 +108,9 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "perfsuite") ->
     )
     if any(r.noisy for r in rows):
         lines += ["", "~ marks a noisy measurement (IQR above 10% of the median)."]
+    if any(r.warmup_compile != "-" for r in rows):
+        lines += ["", "warm-up compile: graphs and recompiles during warm-up (not gated; recompiles after "
+                  "warm-up and graph breaks are)."]  # fmt: skip
     skipped = document["skipped"]
     if skipped:
         lines += ["", f"<details><summary>Skipped combos ({len(skipped)})</summary>", ""]

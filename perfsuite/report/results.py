@@ -6,7 +6,9 @@ Schema version 1 (``kind: "perfsuite-results"``); keys marked optional may be ab
      "profile": str, "device": str, "preset": str, "models": [str],
      "machine": {...},                       # perfsuite.hardware.MachineInfo.to_dict()
      "cases": [{"model": str, "combo": str, "status": "pass" | "fail" | "missing" | "error",
-                "measurement": {...} | null,   # CaseResult.to_dict(); null only for status "error"
+                "measurement": {...} | null,   # CaseResult.to_dict(); null for status "error", and for
+                                               # a "fail" that ended before it was measured (verify,
+                                               # dynamo: its verdict says why)
                 "verdict": {...} | null,       # Verdict.to_dict()
                 "images": {"obtained" | "reference" | "diff": relative path}}],   # optional
      "skipped": [{"model": str, "combo": str, "reason": str}],    # pruned or unsupported combos
@@ -239,8 +241,13 @@ def _check_case(source: str, index: int, case: Any, statuses: dict[str, int]) ->
     where = f"cases[{index}] ({case_key(case)})"
     if case["status"] not in CASE_STATUSES:
         _fail(source, f"{where}.status = {case['status']!r} (accepted: {', '.join(CASE_STATUSES)})")
-    if case["measurement"] is None and case["status"] != "error":
-        _fail(source, f"{where}.measurement is null, which only a case with status 'error' may have")
+    unmeasured_fail = case["status"] == "fail" and case["verdict"] is not None
+    if case["measurement"] is None and case["status"] != "error" and not unmeasured_fail:
+        _fail(
+            source,
+            f"{where}.measurement is null, which only a case with status 'error', or a failed one with "
+            "its verdict, may have",
+        )
     if case["measurement"] is not None:
         _check_type(source, f"{where}.measurement", case["measurement"], dict, "an object")
     if case["verdict"] is not None:

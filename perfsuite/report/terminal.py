@@ -141,16 +141,36 @@ def _failed_checks(verdicts: Iterable[Verdict]) -> list[str]:
     return lines
 
 
+def _warmup_lines(rows: Iterable[CaseResult]) -> list[str]:
+    """Cases that recompiled during warm-up (regional compilation meets blocks of other shapes there):
+    information, since only recompiles after warm-up are gated."""
+    lines = []
+    for r in rows:
+        if r.warmup_recompiles:
+            text = (f"{r.combo}: warm-up compiled {r.unique_graphs} graphs with {r.warmup_recompiles} "
+                    f"recompiles (not gated; {r.recompiles} after warm-up)")  # fmt: skip
+            lines.extend(_wrap(text, "   "))
+    return lines
+
+
 def _model_lines(
-    model: str, rows: list[CaseResult], plan: Plan | None, verdicts: Mapping[str, Verdict]
+    model: str,
+    rows: list[CaseResult],
+    plan: Plan | None,
+    verdicts: Mapping[str, Verdict],
+    unmeasured: Sequence[Verdict] = (),
 ) -> list[str]:
     lines = [model + (f" - preset {plan.preset}" if plan else "")]
-    if rows:
+    if rows or unmeasured:
         found = [(r, verdicts.get(r.case_id)) for r in rows]
-        table, legend = _table([(r.combo, _cells(r, v), bool(v and v.failures)) for r, v in found])
+        table_rows = [(r.combo, _cells(r, v), bool(v and v.failures)) for r, v in found]
+        # A case that ended before it was measured (verify, dynamo) has no numbers, only its verdict.
+        table_rows += [(v.combo, [*("-" * 5), f"FAIL ({v.failures[0].field})"], True) for v in unmeasured]
+        table, legend = _table(table_rows)
         lines.extend(table)
         lines.extend(legend)
-        lines.extend(_failed_checks(v for _, v in found if v is not None))
+        lines.extend(_failed_checks([*(v for _, v in found if v is not None), *unmeasured]))
+        lines.extend(_warmup_lines(rows))
     else:
         lines.append("   no combo was measured")
     if plan and plan.pruned:
@@ -174,11 +194,13 @@ def summary_lines(
     pruned combos; then what the marks mean and which flag updates what. No line exceeds :data:`WIDTH`."""
     results = list(results)
     verdicts = verdicts or {}
+    measured = {r.case_id for r in results}
+    unmeasured = [v for case_id, v in verdicts.items() if case_id not in measured]
     lines = ["", f"perfsuite results on {device} (profile {profile})"]
-    for model in dict.fromkeys([*plans, *(r.model for r in results)]):
-        lines.extend(
-            _model_lines(model, [r for r in results if r.model == model], plans.get(model), verdicts)
-        )
+    for model in dict.fromkeys([*plans, *(r.model for r in results), *(v.model for v in unmeasured)]):
+        rows = [r for r in results if r.model == model]
+        failed = [v for v in unmeasured if v.model == model]
+        lines.extend(_model_lines(model, rows, plans.get(model), verdicts, failed))
     if any(r.latency.is_noisy for r in results):
         lines.append(f"{_NOISY_MARK} marks a noisy measurement (IQR above 10% of the median).")
     lines.extend(_remark_lines(verdicts))

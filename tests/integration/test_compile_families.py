@@ -3,7 +3,7 @@
 Regional compilation compiles each repeated transformer block class (Flux's two block kinds, Wan's
 3-D block) without a graph break and keeps the eager output; accelerate's ``compile_regions`` runs on
 a transformer denoiser, which does not truth-test its wrapped children as the UNet does. The
-recompiles at warm-up are the ones ``baselines/policy.toml`` allows, and none follows.
+recompiles happen at warm-up (reported, not gated), and none follows.
 """
 
 from __future__ import annotations

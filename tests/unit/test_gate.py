@@ -13,12 +13,14 @@ from perfsuite.gate import (
     MISSING,
     NOT_COMPARED,
     PASS,
+    Check,
     Verdict,
     check_diagnostics,
     check_fidelity,
     check_history,
     check_policy,
     judge,
+    judge_failure,
     machine_fingerprint,
 )
 from perfsuite.stats import Summary, speedup
@@ -157,7 +159,7 @@ def test_speedup_drop_fails_only_when_the_intervals_do_not_overlap():
     check = by_field(check_history(dropped, old, bounds(), MACHINE), "speedup")
     assert check.status == FAIL and check.timing
     noisy = measurement(0.7, 1.0, noise=0.4, seed=3)
-    assert noisy["speedup_ci"][1] >= 2.0
+    assert noisy["speedup_ci"][1] >= old.measurement["speedup_ci"][0]  # the intervals overlap
     assert by_field(check_history(noisy, old, bounds(), MACHINE), "speedup").status == PASS
     # A noisy baseline (a bimodal machine) widens its own interval: a tight drop inside it passes.
     wide_old = baseline(measurement(0.5, 1.0, noise=0.4, seed=3))
@@ -281,3 +283,60 @@ def test_a_failed_history_check_names_the_versions_that_changed_since_the_baseli
     assert "torch 2.13.0+cpu -> 2.14.1+cu130" in slower.message("pytest x --perf-update-baselines")
     same_speed = judge("tiny-sd", "bf16", "p", measurement(1.0, 1.0, seed=3), bounds(), old, machine=here)
     assert same_speed.passed and not same_speed.notes  # versions alone are no finding
+
+
+def test_recompiles_are_gated_after_warm_up_only_and_warm_up_is_reported():
+    regional = {**measurement(1.0, 1.0), "graph_breaks": 0, "recompiles": 0}
+    regional.update(unique_graphs=3, warmup_recompiles=2)  # blocks of other shapes, met in warm-up
+    check = by_field(check_diagnostics(regional, bounds()), "recompiles", "policy")
+    assert check.status == PASS
+    assert check.obtained == "0 recompilations after warm-up"
+    assert check.detail == "warm-up (not gated): 3 graphs, 2 recompiles"
+    every_call = {**regional, "recompiles": 4}  # one on every call after warm-up
+    assert by_field(check_diagnostics(every_call, bounds()), "recompiles", "policy").status == FAIL
+    allowed = check_diagnostics(every_call, bounds(max_recompiles=4))
+    assert by_field(allowed, "recompiles", "policy").status == PASS
+    older = {**measurement(1.0, 1.0), "graph_breaks": 0, "recompiles": 0}  # no warm-up keys
+    assert by_field(check_diagnostics(older, bounds()), "recompiles", "policy").detail == ""
+
+
+FUSE_QKV_FAILURE = {
+    "kind": "verify",
+    "technique": "fuse-qkv",
+    "expected": "fuse-qkv active: fused QKV (self-attention) and KV (cross-attention) projections",
+    "found": "unet attention uses AttnProcessor2_0",
+    "where": "verify, after apply",
+    "log": "Traceback (most recent call last):\n  ...\nNotActiveError: fuse-qkv: unet attention uses ...",
+}
+
+
+def test_a_failed_verification_is_one_failed_policy_check_with_its_own_advice():
+    verdict = judge_failure("tiny-sd", "fp32+fuse-qkv", "p", FUSE_QKV_FAILURE)
+    (check,) = verdict.failures
+    assert (verdict.status, check.field, check.kind) == (FAIL, "verify", "policy")
+    assert check.obtained == "fuse-qkv: unet attention uses AttnProcessor2_0"
+    assert check.expected.startswith("fuse-qkv active:") and check.log.startswith("Traceback")
+    assert "verify, after apply" in check.source
+    message = verdict.message("pytest 'x' --perf-update-baselines")
+    assert "  verify (policy): FAIL\n    obtained: fuse-qkv: unet attention uses AttnProcessor2_0" in message
+    assert "the case was not measured" in message
+    assert "--perf-update-baselines" not in message and "Traceback" not in message  # the log stays out
+    assert Verdict.from_dict(verdict.to_dict()) == verdict
+
+
+def test_a_dynamo_refusal_is_one_line_with_the_technique_and_the_place():
+    failure = {**FUSE_QKV_FAILURE, "kind": "dynamo", "technique": "compile", "where": "unet.py:12 in forward",
+               "found": "Unsupported: Call to `torch._dynamo.graph_break()`"}  # fmt: skip
+    (check,) = judge_failure("tiny-sd", "fp32+compile", "p", failure).failures
+    assert check.line() == (
+        "dynamo (policy) fail: compile: Unsupported: Call to `torch._dynamo.graph_break()`; "
+        "bound no dynamo error; at unet.py:12 in forward"
+    )
+    with pytest.raises(ValueError, match="unknown failure kind 'oops'"):
+        judge_failure("tiny-sd", "fp32", "p", {**failure, "kind": "oops"})
+
+
+def test_a_check_without_a_log_still_reads():
+    check = judge_failure("m", "c", "p", FUSE_QKV_FAILURE).checks[0]
+    data = {key: value for key, value in check.to_dict().items() if key != "log"}
+    assert Check.from_dict(data).log == ""

@@ -147,6 +147,16 @@ def test_case_with_bad_status_or_verdict(tmp_path):
     assert "cases[0] (tiny-sd/fp32).verdict: not a verdict" in _bad(tmp_path, document)
 
 
+def test_only_an_error_or_a_failure_with_its_verdict_may_lack_a_measurement(tmp_path):
+    document = _with()
+    document["cases"][0]["measurement"] = None
+    assert "cases[0] (tiny-sd/fp32).measurement is null" in _bad(tmp_path, document)
+    document["cases"][0]["status"] = "fail"  # ended before it was measured: the verdict says why
+    validate_results(document)
+    document["cases"][0]["verdict"] = None
+    assert "cases[0] (tiny-sd/fp32).measurement is null" in _bad(tmp_path, document)
+
+
 def test_case_images_must_be_relative(tmp_path):
     document = _with()
     document["cases"][0]["images"] = {"obtained": "/etc/x.png"}

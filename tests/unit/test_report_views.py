@@ -16,9 +16,17 @@ from PIL import Image
 
 from perfsuite.baselines import Baseline
 from perfsuite.compare import compare_results
-from perfsuite.gate import judge
-from perfsuite.report import append_step_summary, load_results, render_markdown, summary_lines, write_report
+from perfsuite.gate import Verdict, judge, judge_failure
+from perfsuite.report import (
+    append_step_summary,
+    case_entry,
+    load_results,
+    render_markdown,
+    summary_lines,
+    write_report,
+)
 from perfsuite.report.html import render_html
+from perfsuite.report.results import validate_results
 from perfsuite.report.terminal import WIDTH
 
 SLOW = "bf16"
@@ -78,9 +86,10 @@ def _case_results(document: dict[str, Any]) -> list[Any]:
                 peak_mem_bytes=m["peak_mem_bytes"],
                 peak_mem_kind="rss",
                 evidence=(),
-                unique_graphs=0,
+                unique_graphs=m.get("unique_graphs", 0),
                 graph_breaks=0,
                 recompiles=0,
+                warmup_recompiles=m.get("warmup_recompiles", 0),
                 image=np.zeros((2, 2, 3), np.float32),
                 fidelity=m.get("fidelity"),
             )
@@ -167,7 +176,8 @@ def test_markdown_puts_regressions_first():
     for needle in ("at most 68.9 ms (+15%)", "latency_tolerance from policy.toml [defaults]", "Mann-Whitney"):
         assert needle in text[regressions:all_cases]
     assert (
-        "| `tiny-sd/bf16` | 71.9 ± 0.7 ms | 1.39x [1.38,1.40] | 210.0 MiB | - | 0.9900 | **FAIL** |" in text
+        "| `tiny-sd/bf16` | 71.9 ± 0.7 ms | 1.39x [1.38,1.40] | 210.0 MiB | - | - | 0.9900 | **FAIL** |"
+        in text
     )
     assert "--perf-update-baselines" in text and "baselines/cpu-test-cpu-2c/" in text
 
@@ -302,3 +312,54 @@ def test_compare_agrees_with_the_gate_on_the_failing_document(tmp_path):
     }
     compared = compare_results(old, new, load_policy(factory.write_policy(tmp_path)))
     assert {c.case_id for c in compared.regressions} == gate_failed == {f"tiny-sd/{SLOW}"}
+
+
+# --- a case that ended before it was measured, and warm-up compile counts ------------------------------
+
+UNMEASURED = "fp32+fuse-qkv"
+NOT_ACTIVE = {
+    "kind": "verify",
+    "technique": "fuse-qkv",
+    "expected": "fuse-qkv active: fused QKV (self-attention) and KV (cross-attention) projections",
+    "found": "unet attention uses AttnProcessor2_0",
+    "where": "verify, after apply",
+    "log": "Traceback (most recent call last):\n  <the full error text>\nNotActiveError: fuse-qkv: ...",
+}
+
+
+def _with_a_failed_verification() -> dict[str, Any]:
+    document = factory.document()
+    document["cases"][0]["measurement"].update(unique_graphs=3, warmup_recompiles=2)
+    verdict = judge_failure(factory.MODEL, UNMEASURED, factory.PROFILE, NOT_ACTIVE)
+    document["cases"].append(case_entry(None, verdict, model=factory.MODEL, combo=UNMEASURED))
+    return validate_results(document)
+
+
+def test_a_failed_verification_is_a_failed_row_in_the_terminal_with_its_reason():
+    document = _with_a_failed_verification()
+    measured = {**document, "cases": [c for c in document["cases"] if c["measurement"] is not None]}
+    verdicts = {f"{c['model']}/{c['combo']}": Verdict.from_dict(c["verdict"]) for c in document["cases"]}
+    lines = _summary(measured, verdicts)
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= WIDTH, text
+    assert re.search(r"^!! fp32\+fuse-qkv +- +- +- +- +- +FAIL \(verify\)$", text, re.M), text
+    assert f"!! tiny-sd/{UNMEASURED} FAILED:" in text
+    assert "verify (policy) fail: fuse-qkv: unet attention uses AttnProcessor2_0" in text
+    assert "Traceback" not in text  # the full error is for the report
+    assert "   fp32: warm-up compiled 3 graphs with 2 recompiles (not gated; 0 after warm-up)" in lines
+
+
+def test_a_failed_verification_is_a_failed_case_in_markdown_and_html(tmp_path):
+    document = _with_a_failed_verification()
+    markdown = render_markdown(document)
+    assert "FAILED — 5 passed, 1 failed" in markdown
+    assert (
+        f"| `tiny-sd/{UNMEASURED}` | verify (policy) | fuse-qkv: unet attention uses AttnProcessor2_0 |"
+        in (markdown)
+    )
+    assert f"| `tiny-sd/{UNMEASURED}` | - | - | - | - | - | - | **FAIL** |" in markdown
+    assert "| 3 graphs, 2 recompiles |" in markdown and "Traceback" not in markdown
+    page = render_html(document, tmp_path)
+    assert '<details class="log"><summary>full error</summary><pre>Traceback (most recent call last):' in page
+    assert f'<tr class="fail"><td><code>tiny-sd/{UNMEASURED}</code></td>' in page
+    assert '<td class="num">3 graphs, 2 recompiles</td>' in page

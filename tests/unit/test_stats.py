@@ -1,13 +1,16 @@
-"""Tests of perfsuite.stats: summaries, median CI, bootstrap speedup, Mann-Whitney U."""
+"""Tests of perfsuite.stats: summaries, median CI, BCa bootstrap speedup, Mann-Whitney U, each
+against values computed independently (by hand, by enumeration, or from a published example)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
 from perfsuite.stats import (
+    EXACT_MAX_PAIRS,
     NOISY_REL_IQR,
     MannWhitney,
     Ratio,
@@ -136,7 +139,7 @@ def test_speedup_contains_true_ratio() -> None:
     assert ratio.ci_low <= ratio.estimate <= ratio.ci_high
     assert ratio.estimate == pytest.approx(np.median(reference) / np.median(candidate))
     assert ratio.ci_low > 1.0  # clearly faster
-    assert (ratio.confidence, ratio.n_boot, ratio.seed) == (0.95, 2000, 0)
+    assert (ratio.confidence, ratio.n_boot, ratio.seed, ratio.method) == (0.95, 2000, 0, "BCa")
 
 
 def test_speedup_coverage_over_repeats() -> None:
@@ -145,7 +148,7 @@ def test_speedup_coverage_over_repeats() -> None:
     for _ in range(40):
         ratio = speedup(_lognormal(rng, 25, 1.25), _lognormal(rng, 25, 1.0), n_boot=500)
         hits += ratio.ci_low <= 1.25 <= ratio.ci_high
-    assert hits >= 33  # nominal 95 %; percentile bootstrap of medians is a bit liberal
+    assert hits >= 33  # nominal 95 %; a bootstrap of medians of 25 is a bit liberal
 
 
 def test_speedup_is_deterministic_per_seed() -> None:
@@ -167,24 +170,109 @@ def test_speedup_validation() -> None:
         speedup([1.0], [math.nan])
 
 
+def _bca_by_hand(ref: np.ndarray, cand: np.ndarray, seed: int, n_boot: int, confidence: float):
+    """The BCa interval of the ratio of medians from Efron and Tibshirani (1993, ch. 14), written out:
+    the bias correction z0 from the share of resampled ratios below the estimate, the acceleration
+    from leave-one-out (jackknife) ratios of each sample, then the adjusted percentiles. Only the
+    resampled ratios come from scipy (the same seeded resamples, read as a percentile bootstrap)."""
+    from scipy import stats
+
+    def ratio(r, c, axis=-1):
+        return np.median(r, axis=axis) / np.median(c, axis=axis)
+
+    resampled = stats.bootstrap(
+        (ref, cand), ratio, method="percentile", n_resamples=n_boot, rng=np.random.default_rng(seed)
+    ).bootstrap_distribution
+    estimate = ratio(ref, cand)
+    # Resampled medians often equal the estimate exactly; such ties count one half.
+    z0 = stats.norm.ppf((np.sum(resampled < estimate) + np.sum(resampled <= estimate)) / (2 * n_boot))
+    numerator = denominator = 0.0
+    for which, sample in enumerate((ref, cand)):
+        n = sample.size
+        loo = np.array([
+            ratio(np.delete(ref, i) if which == 0 else ref, np.delete(cand, i) if which == 1 else cand)
+            for i in range(n)
+        ])  # fmt: skip
+        u = (n - 1) * (loo.mean() - loo)
+        numerator += np.sum(u**3) / n**3
+        denominator += np.sum(u**2) / n**2
+    a = numerator / (6 * denominator**1.5)
+    z = stats.norm.ppf([(1 - confidence) / 2, (1 + confidence) / 2])
+    levels = stats.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    return np.percentile(resampled, levels * 100)
+
+
+def test_speedup_interval_is_the_bca_interval() -> None:
+    rng = np.random.default_rng(21)
+    ref, cand = np.array(_lognormal(rng, 12, 1.3, 0.1)), np.array(_lognormal(rng, 10, 1.0, 0.1))
+    ratio = speedup(ref, cand, confidence=0.9, n_boot=999, seed=4)
+    low, high = _bca_by_hand(ref, cand, seed=4, n_boot=999, confidence=0.9)
+    assert ratio.method == "BCa"
+    assert (ratio.ci_low, ratio.ci_high) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_speedup_falls_back_to_percentile_where_bca_is_undefined() -> None:
+    # Every leave-one-out median of [1, 1, 1, 2] is 1, and of [0.5, 0.5, 0.5, 0.6] is 0.5: the BCa
+    # acceleration is 0/0. The percentile interval of the same resamples stands in, and says so.
+    ratio = speedup([1.0, 1.0, 1.0, 2.0], [0.5, 0.5, 0.5, 0.6])
+    assert ratio.method.startswith("percentile (BCa undefined")
+    assert ratio.estimate == 2.0
+    assert ratio.ci_low <= 2.0 <= ratio.ci_high
+    assert math.isfinite(ratio.ci_low) and math.isfinite(ratio.ci_high)
+    constant = speedup([1.0, 1.0, 1.0], [0.5, 0.5, 0.5])
+    assert (constant.estimate, constant.ci_low, constant.ci_high) == (2.0, 2.0, 2.0)
+    single = speedup([1.0], [0.5])
+    assert (single.ci_low, single.ci_high) == (2.0, 2.0) and single.method.startswith("none")
+
+
 # --- Mann-Whitney U --------------------------------------------------------------------------------
 
 
-def test_mann_whitney_hand_computed_no_ties() -> None:
-    # a entirely above b: U = 9 of 9 pairs; var = 3*3/12 * 7 = 5.25; z = (9 - 4.5 - 0.5) / sqrt(5.25)
-    r = mann_whitney_u([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
+def _exact_p_by_enumeration(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(p_greater, p_less, p_two_sided) of U from first principles: under the null hypothesis every
+    choice of which len(a) of the pooled values belong to a is equally likely; enumerate them all."""
+    pooled = a + b
+    u_of = [
+        sum(1.0 for x in (pooled[i] for i in chosen) for y in (pooled[j] for j in range(len(pooled))
+            if j not in chosen) if x > y)
+        for chosen in map(set, itertools.combinations(range(len(pooled)), len(a)))
+    ]  # fmt: skip
+    observed = sum(1.0 for x in a for y in b if x > y)
+    total = len(u_of)
+    greater = sum(u >= observed for u in u_of) / total
+    less = sum(u <= observed for u in u_of) / total
+    return greater, less, min(1.0, 2 * min(greater, less))
+
+
+def test_mann_whitney_published_example_is_exact() -> None:
+    # Shier (2004), "Statistics: 2.3 The Mann-Whitney U Test": ages at diagnosis, U_males = 17,
+    # U_females = 3, two-sided p = 0.11 from the exact table (14 of the 126 splits are as extreme).
+    males, females = [19.0, 22.0, 16.0, 29.0, 24.0], [20.0, 11.0, 17.0, 12.0]
+    r = mann_whitney_u(males, females)
     assert isinstance(r, MannWhitney)
-    assert (r.u, r.u_b, r.n_a, r.n_b, r.prob_greater) == (9.0, 0.0, 3, 3, 1.0)
-    assert r.p_greater == pytest.approx(0.0404277991850, rel=1e-9)
-    assert r.p_two_sided == pytest.approx(2 * 0.0404277991850, rel=1e-9)
-    assert r.p_less == pytest.approx(0.985451834129, rel=1e-9)
+    assert (r.u, r.u_b, r.n_a, r.n_b, r.method) == (17.0, 3.0, 5, 4, "exact")
+    assert r.p_two_sided == pytest.approx(14 / 126, rel=1e-12)
+    assert r.p_greater == pytest.approx(7 / 126, rel=1e-12)
+
+
+def test_mann_whitney_exact_matches_enumeration() -> None:
+    rng = np.random.default_rng(11)
+    for n_a, n_b in [(3, 3), (6, 5), (4, 8)]:
+        a, b = rng.normal(1.0, 0.1, n_a).tolist(), rng.normal(1.05, 0.1, n_b).tolist()
+        r = mann_whitney_u(a, b)
+        greater, less, two_sided = _exact_p_by_enumeration(a, b)
+        assert r.method == "exact"
+        assert (r.p_greater, r.p_less, r.p_two_sided) == pytest.approx((greater, less, two_sided), rel=1e-12)
+    r = mann_whitney_u([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])  # a above b: 1 split of C(6, 3) = 20
+    assert (r.u, r.prob_greater, r.p_greater, r.p_less) == (9.0, 1.0, pytest.approx(1 / 20), 1.0)
 
 
 def test_mann_whitney_hand_computed_with_ties() -> None:
+    # Ties: the exact null distribution assumes none, so the normal approximation is used.
     # pairs a > b: 1 vs {2,3}: 0; 2 vs {2,3}: 0.5 twice -> U = 1. Ties {2,2,2}: t^3 - t = 24,
     # var = 6/12 * (6 - 24/20) = 2.4; p_greater = sf((1 - 3 - 0.5) / sqrt(2.4)).
     r = mann_whitney_u([1.0, 2.0, 2.0], [2.0, 3.0])
-    assert (r.u, r.u_b) == (1.0, 5.0)
+    assert (r.u, r.u_b, r.method) == (1.0, 5.0, "asymptotic")
     assert r.p_greater == pytest.approx(0.5 * math.erfc(-2.5 / math.sqrt(2.4) / math.sqrt(2.0)))
     assert r.p_less == pytest.approx(0.5 * math.erfc(1.5 / math.sqrt(2.4) / math.sqrt(2.0)))
     assert r.p_two_sided == pytest.approx(2 * r.p_less)
@@ -195,21 +283,15 @@ def test_mann_whitney_all_tied() -> None:
     assert (r.u, r.p_two_sided, r.p_greater, r.p_less) == (3.0, 1.0, 1.0, 1.0)
 
 
-def test_mann_whitney_matches_scipy() -> None:
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(11)
-    for n_a, n_b in [(8, 8), (20, 13), (3, 30)]:
-        a = np.round(rng.normal(1.0, 0.1, n_a), 2).tolist()  # rounding makes ties
-        b = np.round(rng.normal(1.05, 0.1, n_b), 2).tolist()
-        ours = mann_whitney_u(a, b)
-        for alternative, p in [
-            ("two-sided", ours.p_two_sided),
-            ("greater", ours.p_greater),
-            ("less", ours.p_less),
-        ]:
-            ref = scipy_stats.mannwhitneyu(a, b, alternative=alternative, method="asymptotic")
-            assert ours.u == pytest.approx(float(ref.statistic))
-            assert p == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-15)
+def test_mann_whitney_large_samples_use_the_normal_approximation() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=101).tolist(), rng.normal(size=100).tolist()
+    assert EXACT_MAX_PAIRS < 101 * 100
+    r = mann_whitney_u(a, b)
+    u = sum(1.0 for x in a for y in b if x > y)
+    mu, sigma = 101 * 100 / 2, math.sqrt(101 * 100 * 202 / 12)  # no ties
+    assert (r.u, r.method) == (u, "asymptotic")
+    assert r.p_greater == pytest.approx(0.5 * math.erfc((u - mu - 0.5) / sigma / math.sqrt(2.0)), rel=1e-9)
 
 
 def test_detects_ten_percent_slowdown() -> None:
