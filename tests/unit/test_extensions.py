@@ -165,4 +165,6 @@ def test_without_policy_the_shipped_default_is_used_and_said_once(pytester: pyte
 def test_unknown_model_is_rejected_once_hooks_have_run(project: pytest.Pytester) -> None:
     result = project.runpytest_inprocess("--perf-model=tiny-sdx", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown model 'tiny-sdx'; choose from tiny-sd, tiny-sdxl, * sdxl, *did you mean 'tiny-sdxl'?*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown model 'tiny-sdx'; choose from tiny-sd, tiny-sdxl, * sdxl, *did you mean 'tiny-sdxl'?*"]
+    )
