@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,17 @@ from perfsuite.measure import PeakMemory, counting_dynamo, time_call, trace_call
 from perfsuite.optimizations import RunTrace, Target, get_technique
 from perfsuite.stats import Ratio, Summary, speedup
 
-__all__ = ["CaseResult", "Reference", "RoundRunner", "RunSettings", "output_image", "run_case"]
+__all__ = [
+    "CaseResult",
+    "PreparedCase",
+    "Reference",
+    "RoundRunner",
+    "RunSettings",
+    "open_case",
+    "output_image",
+    "prepare_case",
+    "run_case",
+]
 
 #: ``RoundRunner(candidate, reference, rounds)`` -> (candidate_samples_s, reference_samples_s).
 #: ``candidate`` and ``reference`` each run one timed call and return its seconds.
@@ -139,6 +150,8 @@ class CaseResult:
     call: dict[str, Any] = field(default_factory=dict)
     #: :meth:`perfsuite.diagnostics.Diagnostics.to_dict`: per-stage times, host syncs, FLOPs.
     diagnostics: dict[str, Any] | None = None
+    #: The comparison with the base environment under ``--perf-ab-base`` (see :mod:`perfsuite.ab`).
+    ab: dict[str, Any] | None = None
 
     @property
     def case_id(self) -> str:
@@ -171,6 +184,7 @@ class CaseResult:
             "fidelity": self.fidelity,
             "call": self.call,
             "diagnostics": self.diagnostics,
+            **({"ab": self.ab} if self.ab is not None else {}),
         }
 
 
@@ -205,27 +219,109 @@ def run_case(
     settings: RunSettings,
     rounds_runner: RoundRunner = interleaved_rounds,
     remeasure: Callable[[CaseResult], bool] | None = None,
+    during: Callable[[PreparedCase, CaseResult], CaseResult] | None = None,
 ) -> CaseResult:
     """Measure one combo. Any failure to build, apply, verify or run propagates with its real error.
 
     When ``remeasure(result)`` is true (a suspected timing regression), the timed rounds run once
     more on the same warmed-up pipeline, and the second pass is the result; the first is kept in
-    :attr:`CaseResult.first_attempt`.
+    :attr:`CaseResult.first_attempt`. ``during(prepared, result)``, when given, runs last, while the
+    combo is still built and its techniques active, and returns the result to keep (the A/B
+    comparison times more calls of the same prepared case there).
     """
-    snapshot = GlobalSnapshot.take()
+    with open_case(spec, combo, make_pipe, target, settings) as prepared:
+        result = _measure(prepared, reference, settings, rounds_runner, remeasure)
+        if during is not None:
+            result = during(prepared, result)
+    return result
+
+
+@dataclass
+class PreparedCase:
+    """One combo built, its techniques applied and verified, warmed up: ready for timed calls.
+
+    Every side of a measurement times its calls through :meth:`timed_call`: the case's rounds
+    against the in-run reference, and each side of an A/B comparison. ``peak_mem_bytes`` covers the
+    warm-up (the first call, with any compile, included).
+    """
+
+    spec: ModelSpec
+    combo: Combo
+    device: torch.device
+    pipe: Any = field(repr=False)
+    evidence: list[str] = field(default_factory=list)
+    warmup_s: list[float] = field(default_factory=list)
+    peak_mem_bytes: int | None = None
+    peak_mem_kind: str = "unavailable"
+    compiled: Counter[str] = field(default_factory=Counter)
+    last_output: Any = field(default=None, repr=False)
+
+    def call(self) -> Any:
+        """One untimed pipeline call with the model's fixed arguments."""
+        return self.pipe(**self.spec.call_arguments())
+
+    def timed_call(self) -> float:
+        """One call timed with the device clock; its output is kept for :meth:`image`."""
+        seconds, output = time_call(self.call, self.device)
+        self.last_output = output
+        return seconds
+
+    def image(self) -> np.ndarray:
+        """The image of the last timed call."""
+        if self.last_output is None:
+            raise RuntimeError(f"{self.spec.name}/{self.combo.id}: no timed call has run yet")
+        return output_image(self.last_output)
+
+
+def prepare_case(
+    spec: ModelSpec, combo: Combo, pipe: Any, target: Target, settings: RunSettings, stack: ExitStack
+) -> PreparedCase:
+    """Apply and verify the combo's techniques on ``pipe`` (their contexts enter ``stack``), warm up
+    while recording peak memory and what dynamo did, then verify from one profiled call."""
     device = target.device
-    pipe = make_pipe(combo.dtype)
+    memory = PeakMemory(device)
+    prepared = PreparedCase(spec, combo, device, pipe)
+    prepared.evidence = _apply_and_verify(pipe, combo, target, stack)
+    memory.reset()
+    with counting_dynamo() as compiled:
+        for _ in range(settings.warmup):
+            seconds, _ = time_call(prepared.call, device)
+            prepared.warmup_s.append(seconds)
+    prepared.peak_mem_bytes, prepared.peak_mem_kind = memory.peak_bytes(), memory.kind
+    prepared.compiled = compiled
+    if settings.trace:
+        trace = trace_call(prepared.call, device, compiled)
+        prepared.evidence.extend(_verify_trace(combo, trace, target))
+    return prepared
+
+
+@contextmanager
+def open_case(
+    spec: ModelSpec, combo: Combo, make_pipe: Callable[[str], Any], target: Target, settings: RunSettings
+) -> Iterator[PreparedCase]:
+    """Build ``make_pipe(combo.dtype)`` and :func:`prepare_case` it for the block. On exit the
+    techniques' settings are restored, the pipeline released, and every process-wide setting checked
+    against what it was before (a leak raises, naming the setting)."""
+    snapshot = GlobalSnapshot.take()
+    held: list[PreparedCase] = []
     try:
-        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure)
+        with ExitStack() as stack:
+            held.append(prepare_case(spec, combo, make_pipe(combo.dtype), target, settings, stack))
+            yield held[0]
     except BaseException:
-        del pipe
-        _release(combo, device)
+        _drop(held)
+        _release(combo, target.device)
         snapshot.restore()
         raise
-    del pipe
-    _release(combo, device)
+    _drop(held)
+    _release(combo, target.device)
     snapshot.assert_unchanged(f"combo {combo.id}")
-    return result
+
+
+def _drop(held: list[PreparedCase]) -> None:
+    for prepared in held:
+        prepared.pipe = prepared.last_output = None
+    held.clear()
 
 
 def _release(combo: Combo, device: torch.device) -> None:
@@ -237,85 +333,57 @@ def _release(combo: Combo, device: torch.device) -> None:
 
 
 def _measure(
-    spec: ModelSpec,
-    combo: Combo,
-    pipe: Any,
+    prepared: PreparedCase,
     reference: Reference,
-    target: Target,
     settings: RunSettings,
     rounds_runner: RoundRunner,
     remeasure: Callable[[CaseResult], bool] | None = None,
 ) -> CaseResult:
-    device = target.device
-    memory = PeakMemory(device)
-    with ExitStack() as stack:
-        evidence = _apply_and_verify(pipe, combo, target, stack)
-
-        def call() -> Any:
-            return pipe(**spec.call_arguments())
-
-        memory.reset()
-        warmup_s: list[float] = []
-        with counting_dynamo() as compiled:
-            for _ in range(settings.warmup):
-                seconds, _ = time_call(call, device)
-                warmup_s.append(seconds)
-        peak = memory.peak_bytes()
-        if settings.trace:
-            trace = trace_call(call, device, compiled)
-            evidence.extend(_verify_trace(combo, trace, target))
-
-        last: list[Any] = []
-
-        def candidate() -> float:
-            seconds, output = time_call(call, device)
-            last[:] = [output]
-            return seconds
-
-        with counting_dynamo() as steady:
-            cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
-        image = output_image(last[0])
+    spec, combo, device = prepared.spec, prepared.combo, prepared.device
+    warmup_s, compiled = prepared.warmup_s, prepared.compiled
+    with counting_dynamo() as steady:
+        cand_s, ref_s = rounds_runner(prepared.timed_call, reference.timed_call, settings.rounds)
+    latency = Summary.from_samples(cand_s, settings.confidence)
+    result = CaseResult(
+        model=spec.name,
+        combo=combo.id,
+        techniques=combo.techniques,
+        device=str(device),
+        latency=latency,
+        reference_latency=Summary.from_samples(ref_s, settings.confidence),
+        speedup=speedup(ref_s, cand_s, settings.confidence),
+        cold_start_s=warmup_s[0],
+        warmup_s=tuple(warmup_s),
+        compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
+        peak_mem_bytes=prepared.peak_mem_bytes,
+        peak_mem_kind=prepared.peak_mem_kind,
+        evidence=tuple(prepared.evidence),
+        unique_graphs=compiled["unique_graphs"],
+        graph_breaks=compiled["graph_breaks"],
+        recompiles=compiled["recompiles"] + steady["recompiles"],
+        image=prepared.image(),
+        call=call_settings(spec),
+    )
+    if settings.diagnostics:
+        # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
+        # counter, so a quantized combo is counted on the reference pipeline: the same math.
+        flops_pipe = reference.pipe if "int8-dq" in combo.techniques else None
+        found = collect(prepared.pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
+        result = dataclasses.replace(result, diagnostics=found.to_dict())
+    if remeasure is not None and remeasure(result):
+        with counting_dynamo() as again:
+            cand_s, ref_s = interleaved_rounds(prepared.timed_call, reference.timed_call, settings.rounds)
         latency = Summary.from_samples(cand_s, settings.confidence)
-        result = CaseResult(
-            model=spec.name,
-            combo=combo.id,
-            techniques=combo.techniques,
-            device=str(device),
+        first = {key: value for key, value in result.to_dict().items() if key in _TIMING_KEYS}
+        result = dataclasses.replace(
+            result,
             latency=latency,
             reference_latency=Summary.from_samples(ref_s, settings.confidence),
             speedup=speedup(ref_s, cand_s, settings.confidence),
-            cold_start_s=warmup_s[0],
-            warmup_s=tuple(warmup_s),
-            compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
-            peak_mem_bytes=peak,
-            peak_mem_kind=memory.kind,
-            evidence=tuple(evidence),
-            unique_graphs=compiled["unique_graphs"],
-            graph_breaks=compiled["graph_breaks"],
-            recompiles=compiled["recompiles"] + steady["recompiles"],
-            image=image,
-            call=call_settings(spec),
+            recompiles=result.recompiles + again["recompiles"],
+            image=prepared.image(),
+            first_attempt=first,
         )
-        if settings.diagnostics:
-            # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
-            # counter, so a quantized combo is counted on the reference pipeline: the same math.
-            flops_pipe = reference.pipe if "int8-dq" in combo.techniques else None
-            found = collect(pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
-            result = dataclasses.replace(result, diagnostics=found.to_dict())
-        if remeasure is not None and remeasure(result):
-            with counting_dynamo() as again:
-                cand_s, ref_s = interleaved_rounds(candidate, reference.timed_call, settings.rounds)
-            latency = Summary.from_samples(cand_s, settings.confidence)
-            first = {key: value for key, value in result.to_dict().items() if key in _TIMING_KEYS}
-            result = dataclasses.replace(
-                result,
-                latency=latency,
-                reference_latency=Summary.from_samples(ref_s, settings.confidence),
-                speedup=speedup(ref_s, cand_s, settings.confidence),
-                recompiles=result.recompiles + again["recompiles"],
-                image=output_image(last[0]),
-                first_attempt=first,
-            )
     return result
 
 
