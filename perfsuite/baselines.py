@@ -69,6 +69,7 @@ _BOUNDS: dict[str, tuple[float, float, str]] = {
     "max_graph_breaks": (0.0, math.inf, "a whole number >= 0"),
     "max_recompiles": (0.0, math.inf, "a whole number >= 0"),
     "max_syncs_per_step": (0.0, math.inf, "a number >= 0 (0 = no host-device sync in the loop)"),
+    "ab_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.05 = head at most 5% slower)"),
 }
 #: Bounds that no check applies unless policy.toml sets them.
 OPTIONAL_BOUNDS = ("max_syncs_per_step",)
@@ -78,6 +79,7 @@ _BUILTIN_DEFAULTS = {
     "min_ssim_stored": 0.95,
     "max_graph_breaks": 0.0,
     "max_recompiles": 0.0,
+    "ab_tolerance": 0.05,
 }
 _RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
 _DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
@@ -227,6 +229,8 @@ class Bounds:
     max_graph_breaks: float = 0.0
     max_recompiles: float = 0.0
     max_syncs_per_step: float | None = None
+    #: --perf-ab-base: how much slower than the base environment the head may be (0.05 = 5%).
+    ab_tolerance: float = 0.05
 
 
 @dataclass(frozen=True)
