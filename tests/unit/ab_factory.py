@@ -10,10 +10,16 @@ import numpy as np
 from perfsuite.ab.schedule import run_pairs
 from perfsuite.stats import sequential_plan
 
-BASE_MACHINE = {"python_version": "3.11.7", "cuda_version": None,
-                "versions": {"perfsuite": "0.1.0", "torch": "2.12.0+cpu", "diffusers": "0.36.0"}}  # fmt: skip
-HEAD_MACHINE = {"python_version": "3.11.7", "cuda_version": None,
-                "versions": {"perfsuite": "0.1.0", "torch": "2.13.0+cpu", "diffusers": "0.36.0"}}  # fmt: skip
+BASE_MACHINE = {
+    "python_version": "3.11.7",
+    "cuda_version": None,
+    "versions": {"perfsuite": "0.1.0", "torch": "2.12.0+cpu", "diffusers": "0.36.0"},
+}
+HEAD_MACHINE = {
+    "python_version": "3.11.7",
+    "cuda_version": None,
+    "versions": {"perfsuite": "0.1.0", "torch": "2.13.0+cpu", "diffusers": "0.36.0"},
+}
 
 
 def ab_section(
@@ -37,7 +43,9 @@ def ab_section(
         return seconds
 
     plan = sequential_plan(10, max_pairs, 0.01)
-    outcome = run_pairs(lambda: call(0.3 * ratio), lambda: call(0.3), plan, 1 + tolerance, 1e9, lambda: now[0])
+    outcome = run_pairs(
+        lambda: call(0.3 * ratio), lambda: call(0.3), plan, 1 + tolerance, 1e9, lambda: now[0]
+    )
     head = [p.head_s for p in outcome.pairs]
     base = [p.base_s for p in outcome.pairs]
     return {
@@ -52,12 +60,27 @@ def ab_section(
         "base_peak_mem_kind": "cpu-rss-hwm",
         "base_warmup_s": [1.2],
         "base_evidence": ["unet params are torch.float32"],
-        "fidelity": {"non_finite": None, "ssim": ssim, "psnr_db": 48.0, "max_abs_diff": 0.01, "mean_abs_diff": 0.001},
-        "base": {"python_command": "/base/.venv/bin/python", "executable": "/base/.venv/bin/python",
-                 "perfsuite": "0.1.0", "perfsuite_path": "/base/perfsuite", "commit": "a" * 40,
-                 "num_threads": 2, "machine": BASE_MACHINE},  # fmt: skip
+        "fidelity": {
+            "non_finite": None,
+            "ssim": ssim,
+            "psnr_db": 48.0,
+            "max_abs_diff": 0.01,
+            "mean_abs_diff": 0.001,
+        },
+        "base": {
+            "python_command": "/base/.venv/bin/python",
+            "executable": "/base/.venv/bin/python",
+            "perfsuite": "0.1.0",
+            "perfsuite_path": "/base/perfsuite",
+            "commit": "a" * 40,
+            "num_threads": 2,
+            "machine": BASE_MACHINE,
+        },
         "head": {"commit": "b" * 40, "machine": HEAD_MACHINE},
-        "version_changes": ["torch 2.12.0+cpu -> 2.13.0+cpu", "perfsuite checkout aaaaaaaaaaaa -> bbbbbbbbbbbb"],
+        "version_changes": [
+            "torch 2.12.0+cpu -> 2.13.0+cpu",
+            "perfsuite checkout aaaaaaaaaaaa -> bbbbbbbbbbbb",
+        ],
         "base_open_s": 3.0,
         "seconds": now[0] + 3.0,
     }

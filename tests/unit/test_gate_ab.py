@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ab_factory import ab_section
+
 from perfsuite.baselines import Bounds, load_policy
 from perfsuite.gate import FAIL, INCONCLUSIVE, NOT_COMPARED, PASS, Verdict, check_ab, judge
-from ab_factory import ab_section
 
 
 def bounds(**overrides: float) -> Bounds:
@@ -36,8 +37,14 @@ def test_same_speed_passes_and_names_the_design_the_bound_and_the_differing_vers
     assert latency.obtained.startswith("head/base 1.0") and "[99.6% CI" in latency.obtained
     assert "10 pairs in 9 s; head 299.5 ms vs base 299.3 ms median" in latency.obtained
     assert latency.bound == "head/base at most 1.050x (+5%)"
-    assert "ab_tolerance from policy.toml rule #9" in latency.source and "/base/.venv/bin/python" in latency.source
-    assert "Wilcoxon signed-rank" in latency.detail and "0.01 per direction over 5 looks (0.002 each)" in latency.detail
+    assert (
+        "ab_tolerance from policy.toml rule #9" in latency.source
+        and "/base/.venv/bin/python" in latency.source
+    )
+    assert (
+        "Wilcoxon signed-rank" in latency.detail
+        and "0.01 per direction over 5 looks (0.002 each)" in latency.detail
+    )
     assert "torch 2.12.0+cpu -> 2.13.0+cpu" in latency.detail
     assert checks["peak memory"].status == PASS and checks["ssim"].status == PASS
 

@@ -71,7 +71,9 @@ def test_large_samples_use_the_normal_approximation_and_stay_close_to_the_exact_
     approx = hodges_lehmann(values, 0.996)
     exact = hodges_lehmann(values[:400], 0.996)
     assert approx.reaches_confidence and approx.coverage == pytest.approx(0.996, abs=5e-4)
-    assert approx.low == pytest.approx(exact.low, abs=0.05) and approx.high == pytest.approx(exact.high, abs=0.05)
+    assert approx.low == pytest.approx(exact.low, abs=0.05) and approx.high == pytest.approx(
+        exact.high, abs=0.05
+    )
 
 
 def test_a_paired_ratio_is_taken_on_the_log_scale_and_cancels_a_common_drift():
