@@ -232,6 +232,13 @@ def test_a_bad_base_is_refused_before_anything_runs(project, tmp_path):
     unimportable = project.runpytest_subprocess("--perf-device=cpu", f"--perf-ab-base={bare}")
     assert unimportable.ret == pytest.ExitCode.USAGE_ERROR
     unimportable.stderr.fnmatch_lines(["ERROR: --perf-ab-base: *bare-python cannot import perfsuite*"])
+    pairs = project.runpytest_subprocess(
+        f"--perf-ab-base={sys.executable}", "--perf-ab-min-pairs=20", "--perf-ab-max-pairs=10"
+    )
+    assert pairs.ret == pytest.ExitCode.USAGE_ERROR
+    pairs.stderr.fnmatch_lines(
+        ["ERROR: --perf-ab-min-pairs/--perf-ab-max-pairs: need 2 <= min_pairs <= max_pairs*"]
+    )
     both = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-update-baselines")
     assert both.ret == pytest.ExitCode.USAGE_ERROR
     both.stderr.fnmatch_lines(["*--perf-ab-base compares with another environment*run them separately*"])

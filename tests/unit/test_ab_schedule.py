@@ -89,3 +89,20 @@ def test_the_outcome_serializes_every_pair_and_the_design():
     assert data["decision"] == PASS and data["bound"] == 1.05
     with pytest.raises(ValueError, match="max_seconds"):
         Machine(0.3, 0.3, 0.01).run(max_seconds=0)
+
+
+def test_settings_and_option_values_are_checked():
+    import argparse
+
+    from perfsuite.ab.head import ABSettings
+    from perfsuite.options import positive_float
+
+    assert ABSettings("python").min_pairs == 10 and ABSettings("python").max_pairs == 160
+    with pytest.raises(ValueError, match="min_pairs <= max_pairs"):
+        ABSettings("python", min_pairs=20, max_pairs=10)
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        ABSettings("python", max_seconds=0)
+    assert positive_float("2.5") == 2.5
+    for bad, message in (("soon", "expected a number of seconds"), ("0", "positive"), ("inf", "finite")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            positive_float(bad)
