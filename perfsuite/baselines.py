@@ -2,10 +2,17 @@
 
 ``<root>/<profile>/<model>/<combo>.json`` holds one measurement (written by --perf-update-baselines);
 ``.png``, ``.obtained.{json,png}`` and ``.diff.png`` with the same stem sit next to it. Ids hold only
-``[A-Za-z0-9._+-]`` and do not start with a dot. The model folder is :func:`model_slug` of the name:
-an id is kept; a hub id ``org/name`` becomes ``org--name`` (one-to-one: the hub forbids ``--``); any
-other name (a local directory) becomes ``local--<basename>--<8 hex of sha256(name)>``. The slug
-depends only on the string; the file keeps the full name. Writes are atomic. No torch here.
+``[A-Za-z0-9._+-]`` and do not start with a dot. The model folder is :func:`model_slug` of the
+model's *key* (``ModelSpec.key``): a registered model's name, a hub id, or the identity of a local
+pipeline directory (``local--<pipeline class>--<config hash>``, see :mod:`perfsuite.catalog.identity`),
+so that every spelling of a directory's path finds the same folder. An id is kept; a hub id
+``org/name`` becomes ``org--name`` (one-to-one: the hub forbids ``--``); any other string becomes
+``local--<basename>--<8 hex of sha256(string)>``. The file keeps the display name the model was run
+under (``model``) and, when it differs, the key (``model_key``). Writes are atomic. No torch here.
+
+A repository without ``policy.toml`` runs on the default policy shipped with perfsuite
+(:func:`default_policy_path`, the same file as perfsuite's own ``baselines/policy.toml``);
+``perfsuite init`` writes a copy to edit.
 """
 
 from __future__ import annotations
@@ -42,12 +49,15 @@ __all__ = [
     "atomic_write_text",
     "baseline_path",
     "current_commit",
+    "default_policy_notice",
+    "default_policy_path",
     "diff_measurements",
     "diff_path",
     "expected_path",
     "list_baselines",
     "load_baseline",
     "load_policy",
+    "load_policy_or_default",
     "model_slug",
     "obtained_path",
     "reference_image_path",
@@ -83,6 +93,8 @@ _BUILTIN_DEFAULTS = {
 }
 _RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
 _DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
+#: Written only when the model's key differs from the name it was run under (a local directory).
+_KEY_DOC_KEY = "model_key"
 _ID_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 _HUB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -309,7 +321,7 @@ def _parse_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        _fail(path, "policy file not found", "create it (perfsuite ships baselines/policy.toml)")
+        _fail(path, "policy file not found", "write one with `perfsuite init` (or give the path of another)")
     except tomllib.TOMLDecodeError as exc:
         raise BaselineFileError(f"{path}: not valid TOML: {exc}") from exc
 
@@ -340,12 +352,42 @@ def load_policy(path: str | Path) -> Policy:
     return Policy(path, defaults, sources, parsed)
 
 
+def default_policy_path() -> Path:
+    """The policy shipped with perfsuite (package data), used when a repository has none."""
+    from importlib import resources
+
+    path = Path(str(resources.files("perfsuite.templates") / "policy.toml"))
+    if not path.is_file():
+        raise BaselineFileError(
+            f"{path}: perfsuite's default policy is missing from the installed package; reinstall "
+            "perfsuite (python -m pip install --force-reinstall perfsuite)"
+        )
+    return path
+
+
+def load_policy_or_default(baselines_dir: str | Path) -> tuple[Policy, bool]:
+    """``<baselines_dir>/policy.toml`` when it exists, else the shipped default; and whether the
+    default was used. A file that exists but is broken raises :class:`BaselineFileError`."""
+    path = Path(baselines_dir) / "policy.toml"
+    if path.exists():
+        return load_policy(path), False
+    return load_policy(default_policy_path()), True
+
+
+def default_policy_notice(baselines_dir: str | Path) -> str:
+    """The one line that says a run uses the shipped default policy, and how to get a copy to edit."""
+    return (
+        f"perfsuite: no policy.toml in {baselines_dir}; using the default policy shipped with perfsuite. "
+        "Write a copy to edit with `perfsuite init` (it never overwrites a file)"
+    )
+
+
 # --- measurements ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """One stored measurement; ``model`` is the full model name, ``path`` the file it came from."""
+    """One stored measurement; ``model`` is the name it was run under, ``path`` the file it came from."""
 
     profile: str
     model: str
@@ -355,6 +397,12 @@ class Baseline:
     machine: dict[str, Any] = field(hash=False)
     measurement: dict[str, Any] = field(hash=False)
     path: Path
+    #: The model key the file is filed under (``model`` unless the file stores a ``model_key``).
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.model)
 
 
 def _is_iso_time(created: Any) -> bool:
@@ -386,18 +434,19 @@ def _read(path: Path, profile: str, folder: str, combo: str) -> Baseline:
     missing = [key for key in _DOC_KEYS if key not in data]
     if missing:
         _fail(path, f"missing key(s) {', '.join(missing)}", fix)
-    _check_keys(path, "top level", data, _DOC_KEYS)
-    for key in _DOC_KEYS[1:]:
-        if not isinstance(data[key], _DOC_TYPES.get(key, str)):
-            _fail(path, f"{key} = {data[key]!r} has the wrong type {type(data[key]).__name__}", fix)
+    _check_keys(path, "top level", data, (*_DOC_KEYS, _KEY_DOC_KEY))
+    for name in (*_DOC_KEYS[1:], _KEY_DOC_KEY):
+        if name in data and not isinstance(data[name], _DOC_TYPES.get(name, str)):
+            _fail(path, f"{name} = {data[name]!r} has the wrong type {type(data[name]).__name__}", fix)
     if not _is_iso_time(data["created"]):
         _fail(path, f"created = {data['created']!r} is not an ISO-8601 time", fix)
-    found = {"profile": data["profile"], "model folder": model_slug(data["model"]), "combo": data["combo"]}
+    key = str(data.get(_KEY_DOC_KEY) or data["model"])
+    found = {"profile": data["profile"], "model folder": model_slug(key), "combo": data["combo"]}
     expected = {"profile": profile, "model folder": folder, "combo": combo}
     wrong = [f"{k} {v!r} (path says {expected[k]!r})" for k, v in found.items() if v != expected[k]]
     if wrong:
         _fail(path, f"the file does not match its path: {'; '.join(wrong)}", f"copied or renamed? {fix}")
-    return Baseline(**{key: data[key] for key in _DOC_KEYS[1:]}, path=path)
+    return Baseline(**{name: data[name] for name in _DOC_KEYS[1:]}, path=path, key=key)
 
 
 def load_baseline(root: str | Path, profile: str, model: str, combo: str) -> Baseline:
@@ -421,15 +470,23 @@ def render_baseline(
     machine: MachineInfo | Mapping[str, Any],
     commit: str | None = None,
     created: str | None = None,
+    display_name: str | None = None,
 ) -> tuple[Path, str]:
-    """The path and JSON text of one baseline, without writing it (see :func:`write_baseline`)."""
+    """The path and JSON text of one baseline, without writing it (see :func:`write_baseline`).
+
+    ``model`` is the model's key (its folder); ``display_name``, when given and different, is the
+    name the model was run under, stored as ``model`` with the key as ``model_key``.
+    """
     path = baseline_path(root, profile, model, combo)
     created = datetime.now(timezone.utc).isoformat() if created is None else created
     if not _is_iso_time(created) or not isinstance(commit, str | None):
         raise ValueError(f"created {created!r} must be an ISO-8601 time, commit {commit!r} a str or None")
     machine = machine.to_dict() if isinstance(machine, MachineInfo) else dict(machine)
-    values = (SCHEMA_VERSION, profile, model, combo, created, commit, machine, dict(measurement))
-    document = dict(zip(_DOC_KEYS, values, strict=True))
+    shown = display_name or model
+    values = (SCHEMA_VERSION, profile, shown, combo, created, commit, machine, dict(measurement))
+    document: dict[str, Any] = dict(zip(_DOC_KEYS, values, strict=True))
+    if shown != model:
+        document[_KEY_DOC_KEY] = model
     try:
         text = json.dumps(document, sort_keys=True, indent=2, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -448,6 +505,7 @@ def write_baseline(
     machine: MachineInfo | Mapping[str, Any],
     commit: str | None = None,
     created: str | None = None,
+    display_name: str | None = None,
 ) -> Path:
     """Atomically write ``<root>/<profile>/<model slug>/<combo>.json`` and return its path.
 
@@ -455,8 +513,9 @@ def write_baseline(
     rejected (not JSON). numpy values are converted with ``tolist()``.
     """
     path, text = render_baseline(
-        root, profile, model, combo, measurement=measurement, machine=machine, commit=commit, created=created
-    )
+        root, profile, model, combo, measurement=measurement, machine=machine, commit=commit,
+        created=created, display_name=display_name,
+    )  # fmt: skip
     atomic_write_text(path, text)
     return path
 

@@ -1,4 +1,5 @@
-"""The ``perfsuite`` command: compare, report, merge results files and inspect ``baselines/``.
+"""The ``perfsuite`` command: compare, report, merge results files and inspect ``baselines/``; set up
+a repository (``init``) and list or save the models and techniques the suite knows (``models``).
 
 Imports stay light (no torch) so the command starts fast; see ``perfsuite --help``.
 """
@@ -51,15 +52,15 @@ def _label(document: Mapping[str, Any], path: Path) -> str:
 # --- compare -----------------------------------------------------------------------------------------
 
 
-def _policy_path(given: Path | None) -> Path:
+def _policy_path(given: Path | None) -> tuple[Path, bool]:
+    """The policy file to judge by, and whether it is perfsuite's shipped default."""
+    from perfsuite.baselines import default_policy_path
+
     if given is not None:
-        return given
+        return given, False
     if _DEFAULT_POLICY.is_file():
-        return _DEFAULT_POLICY
-    raise FileNotFoundError(
-        f"no policy file: {_DEFAULT_POLICY} does not exist in {Path.cwd()}; pass --policy PATH "
-        "(the policy.toml that holds the bounds)"
-    )
+        return _DEFAULT_POLICY, False
+    return default_policy_path(), True
 
 
 def _changes_text(changes: Mapping[str, float]) -> str:
@@ -74,16 +75,18 @@ def _check_parts(check: Check) -> list[tuple[str, str]]:
 
 
 def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
-    from perfsuite.baselines import load_policy
+    from perfsuite.baselines import default_policy_notice, load_policy
     from perfsuite.compare import compare_results
     from perfsuite.report.results import load_results
 
-    policy_path = _policy_path(args.policy)
+    policy_path, shipped = _policy_path(args.policy)
     policy = load_policy(policy_path)
     old, new = load_results(args.old), load_results(args.new)
     result = compare_results(old, new, policy, old_path=args.old)
     lines = ["perfsuite compare", f"  old:    {_label(old, args.old)}", f"  new:    {_label(new, args.new)}"]
     lines.append(f"  policy: {policy_path}")
+    if shipped:
+        lines.extend(_wrap(default_policy_notice(_DEFAULT_POLICY.parent), "  "))
     if old["profile"] != new["profile"]:
         lines.extend(_wrap(f"note: the profiles differ; bounds are those of {new['profile']!r}", "  "))
     regressions = result.regressions
@@ -189,6 +192,7 @@ def _cmd_baselines_diff(args: argparse.Namespace, out: TextIO) -> int:
         list_baselines,
         load_baseline,
     )
+    from perfsuite.catalog import model_key
     from perfsuite.report.results import case_key, load_results
 
     document = load_results(args.results)
@@ -200,12 +204,13 @@ def _cmd_baselines_diff(args: argparse.Namespace, out: TextIO) -> int:
         if measurement is None:
             lines.append(f"  {key}: not measured (status {case['status']}), nothing written")
             continue
+        folder = model_key(case["model"])  # a local directory's identity, as the plugin files it
         try:
-            old = load_baseline(args.dir, profile, case["model"], case["combo"])
+            old = load_baseline(args.dir, profile, folder, case["combo"])
         except MissingBaselineError:
             counts["new"] += 1
             lines.extend(
-                _wrap(f"{key}: new, {baseline_path(args.dir, profile, case['model'], case['combo'])}", "  ")
+                _wrap(f"{key}: new, {baseline_path(args.dir, profile, folder, case['combo'])}", "  ")
             )
             continue
         except BaselineFileError as exc:
@@ -227,6 +232,67 @@ def _cmd_baselines_diff(args: argparse.Namespace, out: TextIO) -> int:
     )
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
+
+
+# --- init and models ---------------------------------------------------------------------------------
+
+
+def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from perfsuite.scaffold import init_repository
+
+    out.write("\n".join(init_repository(args.dir).lines()) + "\n")
+    return EXIT_OK
+
+
+def _cmd_models(args: argparse.Namespace, out: TextIO) -> int:
+    from perfsuite.inventory import registry_lines, save_model
+
+    if getattr(args, "action", None) != "save":
+        out.write("\n".join(registry_lines()) + "\n")
+        return EXIT_OK
+    saved = save_model(args.name, args.dir)
+    out.write(
+        f"saved {saved.name} as a diffusers pipeline in {saved.folder} ({len(saved.files)} files)\n"
+        f"its baselines are filed under {saved.key} whatever the spelling of its path; run it with\n"
+        f"  python -m pytest tests/perf --perf-model {args.dir}\n"
+    )
+    return EXIT_OK
+
+
+def _add_project_commands(commands: Any) -> None:
+    init = _command(
+        commands,
+        "init",
+        _cmd_init,
+        "write a starter perfsuite layout into a repository (never overwrites a file)",
+        "Write baselines/policy.toml (the default policy, every key explained),\n"
+        "tests/perf/test_inference.py, .github/workflows/perf.yml, noxfile.py, and pytest.ini when nothing\n"
+        "marks the folder as pytest's rootdir. A file that exists is left as it is; the output lists what\n"
+        "was written and what was skipped.",
+        _epilog(example="perfsuite init && python -m pytest tests/perf --perf-update-baselines"),
+    )
+    init.add_argument("dir", type=Path, nargs="?", default=Path("."), metavar="DIR", help="default: .")
+    models = _command(
+        commands,
+        "models",
+        _cmd_models,
+        "list the registered models and techniques, or save a model as a pipeline folder",
+        "List every registered model and technique with its source (perfsuite's own and installed\n"
+        "packages' entry points); `python -m pytest --perf-list` adds those of pytest_perfsuite_* hooks.\n"
+        "`perfsuite models save NAME DIR` writes a registered model as a diffusers pipeline folder.",
+        _epilog(example="perfsuite models save tiny-sd ./my-pipeline"),
+    )
+    actions = models.add_subparsers(dest="action", required=False, metavar="ACTION")
+    save = actions.add_parser(
+        "save",
+        help="write a registered model as a diffusers pipeline folder (safetensors)",
+        description="Build NAME (fp32, CPU) and save it with save_pretrained(safe_serialization=True) into\n"
+        "DIR, which must not exist or be empty. The folder then works as --perf-model DIR.",
+        epilog=_epilog(example="perfsuite models save tiny-sd ./my-pipeline"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    save.add_argument("name", metavar="NAME", help="a registered model, e.g. tiny-sd")
+    save.add_argument("dir", type=Path, metavar="DIR", help="the folder to create")
 
 
 # --- parser ------------------------------------------------------------------------------------------
@@ -255,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``perfsuite`` command, with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="perfsuite",
-        description="Compare, report and merge perfsuite results files; inspect stored baselines.",
+        description="Compare, report and merge perfsuite results files; inspect stored baselines; set up a\n"
+        "repository (init) and list or save the models and techniques the suite knows (models).",
         epilog=_epilog(_SUCCESS + " (compare: no regression)", "1  compare found a regression"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -284,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         type=Path,
         metavar="PATH",
-        help=f"policy.toml with the bounds (default: {_DEFAULT_POLICY} in the current folder)",
+        help=f"policy.toml with the bounds (default: {_DEFAULT_POLICY} in the current folder, else the "
+        "default policy shipped with perfsuite)",
     )
 
     report = _command(
@@ -362,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the baselines folder (default: baselines)",
     )
+    _add_project_commands(commands)
     return parser
 
 

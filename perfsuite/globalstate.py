@@ -4,6 +4,11 @@ Every technique that flips a global (TF32 precision, the enabled SDPA backends, 
 config) does so inside a context that restores it, and the suite takes a :class:`GlobalSnapshot`
 before and after each case to prove nothing leaked. Dynamo's compiled-code caches are cleared with
 ``torch.compiler.reset()`` after any case that compiled.
+
+The torch settings above are always tracked. A technique that changes any other process-wide
+setting (a flag of its own library, a module attribute) declares it in ``Technique.touches`` as a
+:class:`GlobalSetting`; every snapshot then reads, compares and restores it like the built-in ones,
+so a leak fails the case and names it, and the reference runs with it put back.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "GlobalSetting",
     "GlobalSnapshot",
     "LeakedGlobalsError",
     "fresh_compile_caches",
@@ -26,6 +32,51 @@ __all__ = [
 
 class LeakedGlobalsError(AssertionError):
     """A case changed a process-wide setting and did not put it back."""
+
+
+@dataclass(frozen=True)
+class GlobalSetting:
+    """One process-wide setting a technique changes: ``get()`` reads it, ``set(value)`` writes it.
+
+    ``name`` is how a leak is reported (``mylib.fast_attention``). :meth:`attribute` covers the
+    common case of a module or object attribute.
+    """
+
+    name: str
+    get: Callable[[], Any]
+    set: Callable[[Any], None]
+
+    @classmethod
+    def attribute(cls, owner: Any, attribute: str, name: str | None = None) -> GlobalSetting:
+        """The attribute ``attribute`` of ``owner`` (a module, class or object), named
+        ``<owner module name>.<attribute>`` unless ``name`` is given."""
+        if not hasattr(owner, attribute):
+            raise AttributeError(f"{owner!r} has no attribute {attribute!r} to track")
+        label = name or f"{getattr(owner, '__name__', type(owner).__name__)}.{attribute}"
+        return cls(label, lambda: getattr(owner, attribute), lambda value: setattr(owner, attribute, value))
+
+
+def _declared() -> dict[str, GlobalSetting]:
+    """Every setting declared by a registered technique (first declaration of a name wins)."""
+    from perfsuite.optimizations import TECHNIQUES
+
+    settings: dict[str, GlobalSetting] = {}
+    for technique in TECHNIQUES.values():
+        for setting in technique.touches:
+            settings.setdefault(setting.name, setting)
+    return settings
+
+
+def _read_declared(settings: dict[str, GlobalSetting]) -> dict[str, Any]:
+    values = {}
+    for name, setting in settings.items():
+        try:
+            values[name] = setting.get()
+        except Exception as exc:  # a technique's own getter: re-raised with the setting named
+            raise RuntimeError(
+                f"reading the declared global {name!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+    return values
 
 
 def _precision_flags() -> dict[str, Any]:
@@ -75,6 +126,8 @@ class GlobalSnapshot:
         values = {**_precision_flags(), **_sdpa_flags()}
         values.update(_config_items(_inductor_config(), "inductor"))
         values.update(_config_items(_dynamo_config(), "dynamo"))
+        for name, value in _read_declared(_declared()).items():
+            values.setdefault(name, value)  # a torch setting declared again is tracked once
         return cls(values)
 
     def diff(self, other: GlobalSnapshot) -> dict[str, tuple[Any, Any]]:
@@ -103,6 +156,9 @@ class GlobalSnapshot:
         torch.backends.cuda.enable_mem_efficient_sdp(self.values["sdpa.mem_efficient"])
         torch.backends.cuda.enable_math_sdp(self.values["sdpa.math"])
         torch.backends.cuda.enable_cudnn_sdp(self.values["sdpa.cudnn"])
+        for name, setting in _declared().items():
+            if name in self.values and not _same(setting.get(), self.values[name]):
+                setting.set(self.values[name])
 
     def assert_unchanged(self, what: str) -> None:
         """Raise :class:`LeakedGlobalsError` naming every global that differs from now."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from typing import Any
 
@@ -20,6 +19,7 @@ __all__ = [
     "profile",
     "shard",
     "size",
+    "split_model",
 ]
 
 DEFAULT_PRESET = "ladder"
@@ -44,19 +44,31 @@ def device(value: str) -> str:
 
 
 def models(value: str) -> list[str]:
-    from perfsuite.catalog import available_models
+    """Comma-separated model entries: a registered name, a pipeline directory, a hub id, or
+    ``NAME=PATH`` (a directory filed in the baselines under NAME). Only the form is checked here;
+    whether a name exists is checked once the session's hooks have registered their models."""
+    from perfsuite.registry import NAME_PATTERN
 
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"no model named; choose from {', '.join(available_models())}")
-    for name in names:
-        looks_like_path_or_hub_id = "/" in name or os.sep in name or os.path.isdir(name)
-        if name not in available_models() and not looks_like_path_or_hub_id:
+    entries = [v.strip() for v in value.split(",") if v.strip()]
+    if not entries:
+        raise argparse.ArgumentTypeError(
+            "no model named; give a registered name (see `perfsuite models`), a pipeline directory, "
+            "NAME=PATH or a cached hub id (owner/name)"
+        )
+    for entry in entries:
+        name, equals, path = (part.strip() for part in entry.partition("="))
+        if equals and not (NAME_PATTERN.fullmatch(name) and path):
             raise argparse.ArgumentTypeError(
-                f"unknown model {name!r}; choose from {', '.join(available_models())}, "
-                "a local pipeline directory, or a cached hub id (org/name)"
+                f"{entry!r}: expected NAME=PATH, a name of letters, digits and '._-' for the baselines "
+                "and the path of a saved pipeline directory, e.g. my-model=./pipelines/my-model"
             )
-    return names
+    return entries
+
+
+def split_model(entry: str) -> tuple[str, str | None]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; any other entry -> ``(entry, None)``."""
+    name, equals, path = (part.strip() for part in entry.partition("="))
+    return (name, path) if equals else (entry, None)
 
 
 def positive_int(minimum: int) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from perfsuite import hardware, options
+from perfsuite import extensions, hardware, options
 from perfsuite.session import PerfCase, PerfSession, worker_payload, write_session_report, write_updates
 
 if TYPE_CHECKING:
     from perfsuite.ab.head import ABSession
+    from perfsuite.baselines import Policy
     from perfsuite.gate import Check
     from perfsuite.runner import CaseResult
 
@@ -34,6 +36,13 @@ DEFAULT_PRESET, DEFAULT_MODEL = options.DEFAULT_PRESET, options.DEFAULT_MODEL
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_perfsuite_models`` and ``pytest_perfsuite_techniques`` (see :mod:`perfsuite.hookspecs`)."""
+    from perfsuite import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfsuite", "perfsuite: diffusion inference performance suite")
     group.addoption(
@@ -46,8 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-model",
         type=options.models,
         default=[DEFAULT_MODEL],
-        help="comma-separated models: a catalog name (tiny-sd, tiny-sdxl, sd15, sdxl), a local "
-        f"pipeline directory or a cached hub id. Default: {DEFAULT_MODEL}.",
+        help="comma-separated models: a registered name (`perfsuite models` lists them), a saved "
+        "pipeline directory (its baselines are filed under the pipeline class and a hash of its "
+        "configs, whatever the spelling of the path), NAME=PATH (a directory filed under NAME), or a "
+        f"cached hub id. Default: {DEFAULT_MODEL}.",
     )
     group.addoption(
         "--perf-preset",
@@ -120,6 +131,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "summary is also appended to $GITHUB_STEP_SUMMARY when that is set. Default: no report.",
     )
     group.addoption(
+        "--perf-list",
+        action="store_true",
+        default=False,
+        help="list every registered model and technique with its source (perfsuite's, installed "
+        "packages' entry points, this repository's pytest_perfsuite_* hooks and --perf-model), then exit.",
+    )
+    group.addoption(
         "--perf-strict",
         action="store_true",
         default=False,
@@ -159,6 +177,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 PERF_SESSION = pytest.StashKey[PerfSession]()
 INDUCTOR_CACHE = pytest.StashKey[str]()
+#: A usage error met while collecting, raised once collection is over (see pytest_generate_tests).
+DEFERRED_ERROR = pytest.StashKey[pytest.UsageError]()
+#: Whether this process's session runs on perfsuite's shipped default policy.
+DEFAULT_POLICY = pytest.StashKey[bool]()
 AB_SESSION: pytest.StashKey[ABSession] = pytest.StashKey()
 
 
@@ -276,9 +298,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: the combo is slow on this device (compile, or bf16/fp16/int8 on CPU)",
     ):
         config.addinivalue_line("markers", line)
+    extensions.register_session_entries(config)
     _check_options(config)
     _check_workers(config)
+    _check_policy_before_workers(config)
     _start_ab(config)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--perf-list``: print the registries (after the hooks registered theirs) and exit."""
+    if not config.getoption("perf_list", False):
+        return None
+    from _pytest.main import wrap_session  # what pytest's own --fixtures and --markers run under
+
+    return wrap_session(config, extensions.show_registries)
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -291,7 +324,7 @@ def _check_options(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--perf-device: {exc}") from None
     from perfsuite.catalog import UnknownModelError, get_model
 
-    for model in config.getoption("perf_model", [DEFAULT_MODEL]):
+    for model in extensions.model_names(config):
         try:
             get_model(model)
         except UnknownModelError as exc:
@@ -322,15 +355,8 @@ def _session(config: pytest.Config) -> PerfSession:
         warmup=config.getoption("perf_warmup") or (3 if cuda else 2),
         rounds=config.getoption("perf_rounds") or (20 if cuda else 10),
     )
-    from perfsuite.baselines import BaselineFileError, load_policy
-
     baselines_dir = baselines_root(config)
-    try:
-        policy = load_policy(baselines_dir / "policy.toml")
-    except BaselineFileError as exc:
-        raise pytest.UsageError(
-            f"{exc}\n(perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
-        ) from None
+    policy, config.stash[DEFAULT_POLICY] = _load_policy(config)
     profile = config.getoption("perf_profile") or hardware.profile_id(device_name)
     overrides: dict[str, Any] = {}
     if config.getoption("perf_steps"):
@@ -342,7 +368,7 @@ def _session(config: pytest.Config) -> PerfSession:
         capabilities=hardware.capabilities(device_name),
         profile=profile,
         preset=config.getoption("perf_preset"),
-        model_names=config.getoption("perf_model"),
+        model_names=extensions.model_names(config),
         settings=settings,
         call_overrides=overrides,
         baselines_dir=baselines_dir,
@@ -367,6 +393,27 @@ def _session(config: pytest.Config) -> PerfSession:
     return session
 
 
+def _load_policy(config: pytest.Config) -> tuple[Policy, bool]:
+    """The policy of ``<baselines dir>/policy.toml``, or the shipped default, and whether it is the
+    default; a broken file is a one-line usage error."""
+    from perfsuite.baselines import BaselineFileError, load_policy_or_default
+
+    try:
+        return load_policy_or_default(baselines_root(config))
+    except BaselineFileError as exc:
+        raise pytest.UsageError(
+            f"{exc} (perfsuite reads policy.toml from --perf-baselines-dir, default <rootdir>/baselines)"
+        ) from None
+
+
+def _check_policy_before_workers(config: pytest.Config) -> None:
+    """The pytest-xdist controller checks the policy before it starts workers: a worker that meets a
+    usage error while collecting would end the run with an internal error instead of the message."""
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    if workers and _xdist_workers(config) is None:
+        _load_policy(config)
+
+
 def baselines_root(config: pytest.Config) -> Path:
     """``--perf-baselines-dir``, relative to the invocation folder, or ``<rootdir>/baselines``."""
     option = config.getoption("perf_baselines_dir", None)
@@ -388,7 +435,18 @@ def _marks(case: PerfCase, session: PerfSession) -> list[pytest.MarkDecorator]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--perf-shard=I/N``: keep every N-th perf case, by sorted case id, starting at the I-th."""
+    """A usage error met while collecting is raised here, alone (no collection traceback); then
+    ``--perf-shard=I/N`` keeps every N-th perf case, by sorted case id, starting at the I-th."""
+    error = config.stash.get(DEFERRED_ERROR, None)
+    if error is not None:
+        raise error
+    late = extensions.late_hooks(config)
+    if late:
+        raise pytest.UsageError(
+            f"{'; '.join(late)}: read after the session registered its models and techniques, so it "
+            "was never called; move it to the conftest.py of the rootdir or of the folder you pass to "
+            "pytest (or into a plugin)"
+        )
     shard = config.getoption("perf_shard", None)
     if shard is None:
         return
@@ -411,7 +469,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "perf_case" not in metafunc.fixturenames:
         return
-    session = _session(metafunc.config)
+    try:
+        session = _session(metafunc.config)
+    except pytest.UsageError as exc:
+        # Raised here it would show as a collection error with a long traceback; it is raised again,
+        # on its own, when collection is over (pytest_collection_modifyitems).
+        metafunc.config.stash[DEFERRED_ERROR] = exc
+        metafunc.parametrize("perf_case", [])
+        return
     params = []
     for model in session.model_names:
         plan = session.plan(model)
@@ -563,7 +628,8 @@ def update_command(request: pytest.FixtureRequest, session: PerfSession, case: P
     config = request.config
     parts = ["pytest", f"'{request.node.nodeid}'", "--perf-update-baselines"]
     if session.model_names != [DEFAULT_MODEL]:
-        parts.append(f"--perf-model={case.model}")
+        entry = extensions.model_entry(config, case.model)
+        parts.append(f"--perf-model={shlex.quote(entry)}")
     if session.preset != DEFAULT_PRESET:
         parts.append(f"--perf-preset={session.preset}")
     for option in ("perf_device", "perf_profile", "perf_baselines_dir", "perf_steps"):
@@ -679,7 +745,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 
+def _uses_default_policy(config: pytest.Config) -> bool:
+    """Whether the perf cases of this run were judged by perfsuite's shipped default policy."""
+    if PERF_SESSION in config.stash:
+        return config.stash.get(DEFAULT_POLICY, False)
+    # The pytest-xdist controller: its workers loaded the policy; the same rule, from here.
+    ran_on_workers = bool(config.stash.get(WORKER_PARTS, None))
+    return ran_on_workers and not (baselines_root(config) / "policy.toml").exists()
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _uses_default_policy(config):
+        from perfsuite.baselines import default_policy_notice
+
+        terminalreporter.write_line(default_policy_notice(baselines_root(config)), yellow=True)
     for part in config.stash.get(WORKER_PARTS, []):
         terminalreporter.write_line(f"perfsuite worker on {part['device']}:")
         for line in part["lines"]:

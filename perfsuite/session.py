@@ -79,7 +79,7 @@ class PerfSession:
         from perfsuite.baselines import BaselineFileError, reference_image_path
         from perfsuite.fidelity import ImageFileError, assess, load_png
 
-        png = reference_image_path(self.baselines_dir, self.profile, result.model, result.combo)
+        png = reference_image_path(self.baselines_dir, self.profile, self.key(result.model), result.combo)
         stored, note, missing = None, "", False
         if not self.update:  # an update rewrites the stored image, so there is nothing to compare with
             try:
@@ -103,7 +103,7 @@ class PerfSession:
         failed = [c for c in verdict.failures if c.field == "ssim"]
         if not failed:
             return []
-        where = (self.baselines_dir, self.profile, result.model, result.combo)
+        where = (self.baselines_dir, self.profile, self.key(result.model), result.combo)
         obtained = save_png(obtained_path(*where, ext="png"), result.image)
         if any(c.kind == "policy" for c in failed):
             expected = save_png(expected_path(*where), self.reference(result.model).image)
@@ -121,18 +121,22 @@ class PerfSession:
 
         measurement = result.to_dict()
         bounds = self.bounds(result.model, result.combo)
-        path = baseline_path(self.baselines_dir, self.profile, result.model, result.combo)
+        path = baseline_path(self.baselines_dir, self.profile, self.key(result.model), result.combo)
         machine = self.machine.to_dict() if self.machine else None
         if self.update:
             return judge(result.model, result.combo, self.profile, measurement, bounds, None)
         try:
-            baseline = load_baseline(self.baselines_dir, self.profile, result.model, result.combo)
+            baseline = load_baseline(self.baselines_dir, self.profile, self.key(result.model), result.combo)
         except MissingBaselineError as exc:
             return judge(
                 result.model, result.combo, self.profile, measurement, bounds, None,
                 baseline_file=path, missing_reason=str(exc),
             )  # fmt: skip
         return judge(result.model, result.combo, self.profile, measurement, bounds, baseline, machine=machine)
+
+    def key(self, model: str) -> str:
+        """The key ``model``'s baselines are filed under (``ModelSpec.key``)."""
+        return self.spec(model).key
 
     def spec(self, model: str) -> ModelSpec:
         """The model's spec, with the session's ``--perf-steps`` / ``--perf-size`` applied."""
@@ -209,15 +213,16 @@ def write_updates(perf: PerfSession) -> list[str]:
         if (result.fidelity or {}).get("non_finite"):
             lines.append(f"  {result.case_id}: NOT written: its output is not finite")
             continue
+        key = perf.key(result.model)
         path, text = render_baseline(
-            perf.baselines_dir, perf.profile, result.model, result.combo,
-            measurement=measurement, machine=perf.machine, commit=commit,
+            perf.baselines_dir, perf.profile, key, result.combo,
+            measurement=measurement, machine=perf.machine, commit=commit, display_name=result.model,
         )  # fmt: skip
         files[path] = text.encode("utf-8")
-        png = reference_image_path(perf.baselines_dir, perf.profile, result.model, result.combo)
+        png = reference_image_path(perf.baselines_dir, perf.profile, key, result.combo)
         files[png] = encode_png(result.image)
         try:
-            old = load_baseline(perf.baselines_dir, perf.profile, result.model, result.combo)
+            old = load_baseline(perf.baselines_dir, perf.profile, key, result.combo)
         except MissingBaselineError:
             lines.append(f"  {result.case_id}: new baseline {path}")
             continue

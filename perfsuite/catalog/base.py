@@ -27,6 +27,10 @@ class ModelSpec:
     ``dtype``. ``call_kwargs`` are the fixed arguments of every timed call (prompt, steps, size,
     guidance); :meth:`call_arguments` adds a freshly seeded CPU generator and ``output_type="np"``
     so that every call of every combo starts from the same latents on every device.
+
+    ``key`` is the name the model's baselines are filed under; it defaults to ``name``. A pipeline
+    directory given by its path gets the key of :func:`perfsuite.catalog.identity.pipeline_identity`,
+    so that any spelling of the path (or a moved copy) finds the same baselines.
     """
 
     name: str
@@ -37,8 +41,11 @@ class ModelSpec:
     seed: int = 0
     tiny: bool = False
     source: str = "catalog"
+    key: str = ""
 
     def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
         if self.family not in FAMILIES:
             raise ValueError(
                 f"model {self.name!r}: unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}"

@@ -5,20 +5,25 @@ A name that is not in the catalog is either an existing directory holding a save
 local cache. The family is read from the pipeline class in ``model_index.json``; only the text-to-image
 Stable Diffusion and SDXL pipelines are supported. Loading always uses ``local_files_only=True`` and
 ``use_safetensors=True``, and never ``trust_remote_code``.
+
+Baselines of a directory given by its path are filed under its identity (pipeline class and config
+hash, :mod:`perfsuite.catalog.identity`); :func:`local_model` gives a directory a name instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import ModelSpec, UnknownModelError
 from .families import FAMILIES, get_family
+from .identity import pipeline_identity
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +35,7 @@ __all__ = [
     "UnsupportedPipelineError",
     "build_pretrained",
     "hub_cache_dir",
+    "local_model",
     "looks_like_hub_id",
     "pipeline_families",
     "pretrained_spec",
@@ -135,8 +141,8 @@ def resolve_pretrained(name: str, *, catalog_names: tuple[str, ...] = ()) -> Pre
             f"(owner/name) or a {_catalog_hint(catalog_names)}"
         )
     raise UnknownModelError(
-        f"unknown model {name!r}: not in the catalog, not an existing directory and not a hub id "
-        f"(owner/name); {_catalog_hint(catalog_names)}"
+        f"unknown model {name!r}; choose from {', '.join(catalog_names) or 'the catalog'} (the catalog: "
+        "`perfsuite models` lists it), a saved pipeline directory, NAME=PATH or a cached hub id (owner/name)"
     )
 
 
@@ -204,9 +210,19 @@ def build_pretrained(source: PretrainedSource, device: torch.device, dtype: torc
 
 
 def pretrained_spec(name: str, *, catalog_names: tuple[str, ...] = ()) -> ModelSpec:
-    """The spec of a local pipeline directory or a cached hub id (see :func:`resolve_pretrained`)."""
+    """The spec of a local pipeline directory or a cached hub id (see :func:`resolve_pretrained`).
+
+    A directory's baselines key is its :func:`~perfsuite.catalog.identity.pipeline_identity`, so
+    any spelling of its path finds them; a hub id keeps its id.
+    """
     source = resolve_pretrained(name, catalog_names=catalog_names)
     where = f"hub id {name} (cached at {source.path})" if source.kind == "hub" else f"directory {source.path}"
+    key = name
+    if source.kind == "local":
+        try:
+            key = pipeline_identity(source.path).key
+        except ValueError as exc:
+            raise UnknownModelError(f"model {name!r}: {exc}") from None
     return ModelSpec(
         name=name,
         family=source.family,
@@ -214,4 +230,39 @@ def pretrained_spec(name: str, *, catalog_names: tuple[str, ...] = ()) -> ModelS
         build=partial(build_pretrained, source),
         call_kwargs={**get_family(source.family).call_defaults, **_default_size(source.path)},
         source=source.kind,
+        key=key,
+    )
+
+
+def local_model(
+    name: str,
+    path: str | Path,
+    *,
+    call_kwargs: dict[str, Any] | None = None,
+    description: str | None = None,
+) -> ModelSpec:
+    """A named model from a saved pipeline directory, for ``pytest_perfsuite_models`` and entry points.
+
+    Its baselines are filed under ``name``. ``call_kwargs`` override the family's call settings (steps,
+    guidance, size). The directory is read now (class and family), so a missing one is a clear error.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UnknownModelError(
+            f"model {name!r}: {folder} is not a directory; save a pipeline there first "
+            "(pipe.save_pretrained(path, safe_serialization=True), or "
+            f"`perfsuite models save tiny-sd {folder}`)"
+        )
+    source = dataclasses.replace(resolve_pretrained(str(folder)), name=name)
+    return ModelSpec(
+        name=name,
+        family=source.family,
+        description=description or f"{source.class_name} from directory {source.path}",
+        build=partial(build_pretrained, source),
+        call_kwargs={
+            **get_family(source.family).call_defaults,
+            **_default_size(source.path),
+            **(call_kwargs or {}),
+        },
+        source="local",
     )

@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from perfsuite.globalstate import GlobalSetting
+
 if TYPE_CHECKING:
     from perfsuite.hardware import Capabilities
 
 __all__ = [
     "DTYPES",
+    "GlobalSetting",
     "NotActiveError",
     "RunTrace",
     "Target",
@@ -89,7 +92,10 @@ class Technique:
     returns evidence that the technique is on, or raises :class:`NotActiveError`;
     ``verify_trace(trace, target)`` does the same from a profiled call after warm-up.
     ``needs_groups`` names groups of which the combo must hold one technique (the inductor flags
-    need a compile technique). ``rank`` orders application within a combo.
+    need a compile technique). ``rank`` orders application within a combo. ``touches`` declares the
+    process-wide settings the technique changes beyond the torch settings perfsuite always tracks
+    (see :mod:`perfsuite.globalstate`): each is snapshotted before a case, checked after it and put
+    back while the reference runs.
     """
 
     name: str
@@ -104,6 +110,7 @@ class Technique:
     needs_groups: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
     slow_on_cpu: bool = False
+    touches: tuple[GlobalSetting, ...] = ()
 
     def enter(self, target: Target) -> AbstractContextManager[Any]:
         return self.context(target) if self.context is not None else nullcontext()

@@ -105,13 +105,22 @@ def test_compare_refuses_an_unknown_schema_with_exit_2(files, tmp_path):
     assert "upgrade perfsuite" in done.stderr and done.stdout == ""
 
 
-def test_compare_without_a_policy_says_to_pass_one(files, tmp_path, capsys, monkeypatch):
+def test_compare_without_a_policy_uses_the_shipped_default_and_says_so(files, tmp_path, monkeypatch):
+    from perfsuite.baselines import default_policy_path
+
     monkeypatch.chdir(tmp_path)
-    assert main(["compare", str(files["old"]), str(files["new"])]) == EXIT_ERROR
-    assert "pass --policy PATH" in capsys.readouterr().err
+    out = io.StringIO()
+    assert main(["compare", str(files["old"]), str(files["new"])], out=out) in (EXIT_OK, EXIT_REGRESSION)
+    text = " ".join(out.getvalue().split())
+    assert f"policy: {default_policy_path()}" in text
+    assert "no policy.toml in baselines; using the default policy shipped with perfsuite" in text
+    assert "`perfsuite init`" in text
     (tmp_path / "baselines").mkdir()
     factory.write_policy(tmp_path / "baselines")
-    assert main(["compare", str(files["old"]), str(files["new"])], out=io.StringIO()) == EXIT_REGRESSION
+    out = io.StringIO()
+    assert main(["compare", str(files["old"]), str(files["new"])], out=out) == EXIT_REGRESSION
+    assert "policy: baselines/policy.toml" in out.getvalue()
+    assert "shipped with perfsuite" not in out.getvalue()
 
 
 def test_missing_file_and_bad_usage_exit_2(files, capsys):
