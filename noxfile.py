@@ -5,6 +5,8 @@ Arguments after ``--`` are passed to pytest, e.g. ``nox -s perf -- --perf-preset
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -79,3 +81,32 @@ def stability(session: nox.Session) -> None:
     """Run the gated suite 10 times on unchanged code and count false alarms."""
     _install(session)
     session.run("python", "scripts/gate-stability.py", *session.posargs)
+
+
+def ab_ref(posargs: list[str]) -> tuple[str, list[str]]:
+    """``nox -s ab -- REF [pytest args]``: the git ref to compare with (default ``main``) and the rest."""
+    if posargs and not posargs[0].startswith("-"):
+        return posargs[0], posargs[1:]
+    return "main", list(posargs)
+
+
+@nox.session(default=False)
+def ab(session: nox.Session) -> None:
+    """Gate this checkout against a git ref (default main): base and head measured call by call."""
+    ref, pytest_args = ab_ref(list(session.posargs))
+    _install(session)
+    sha = session.run("git", "rev-parse", "--verify", f"{ref}^{{commit}}", silent=True, external=True)
+    sha = str(sha).strip()
+    folder = Path(session.cache_dir) / "ab-base" / sha[:12]
+    source, venv = folder / "src", folder / "venv"
+    if not (source / "pyproject.toml").exists():
+        session.run("git", "worktree", "prune", external=True)
+        session.run("git", "worktree", "add", "--detach", "--force", str(source), sha, external=True)
+    python = venv / "bin" / "python"
+    installed = folder / "installed"
+    if not installed.exists():  # a worktree and an environment per commit, reused by later runs
+        session.run("python", "-m", "venv", "--clear", str(venv))
+        session.run(str(python), "-m", "pip", "install", "-q", "-e", f"{source}[dev]", external=True)
+        installed.write_text(sha + "\n")
+    session.log(f"base: {ref} ({sha[:12]}) in {source}, python {python}")
+    session.run("pytest", "tests/perf", f"--perf-ab-base={python}", *pytest_args)

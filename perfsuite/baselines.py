@@ -84,6 +84,7 @@ _BOUNDS: dict[str, tuple[float, float, str]] = {
         math.inf,
         "a ratio >= 0 of the case's peak memory over the reference's (0.7 = 30% less)",
     ),
+    "ab_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.05 = head at most 5% slower)"),
 }
 #: Bounds that no check applies unless policy.toml sets them.
 OPTIONAL_BOUNDS = ("max_syncs_per_step", "max_memory_ratio")
@@ -93,6 +94,7 @@ _BUILTIN_DEFAULTS = {
     "min_ssim_stored": 0.95,
     "max_graph_breaks": 0.0,
     "max_recompiles": 0.0,
+    "ab_tolerance": 0.05,
 }
 _RULE_KEYS = ("combo", "profile", "model", "note", *BOUND_KEYS)
 _DOC_KEYS = ("schema_version", "profile", "model", "combo", "created", "commit", "machine", "measurement")
@@ -245,6 +247,8 @@ class Bounds:
     max_recompiles: float = 0.0
     max_syncs_per_step: float | None = None
     max_memory_ratio: float | None = None
+    #: --perf-ab-base: how much slower than the base environment the head may be (0.05 = 5%).
+    ab_tolerance: float = 0.05
 
 
 @dataclass(frozen=True)

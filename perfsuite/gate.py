@@ -39,14 +39,17 @@ from perfsuite.hardware import version_changes
 from perfsuite.stats import mann_whitney_u
 
 __all__ = [
+    "AB_HINT",
     "ALPHA",
     "FAIL",
+    "INCONCLUSIVE",
     "MISSING",
     "NOT_COMPARED",
     "PASS",
     "UNMEASURED_FIELDS",
     "Check",
     "Verdict",
+    "check_ab",
     "check_diagnostics",
     "check_fidelity",
     "check_history",
@@ -64,6 +67,8 @@ __all__ = [
 ALPHA = 0.01
 
 PASS, FAIL, MISSING, NOT_COMPARED = "pass", "fail", "missing", "not compared"
+#: An A/B comparison that did not decide within its cap on pairs and seconds: never a pass.
+INCONCLUSIVE = "inconclusive"
 
 #: Checks that end a case before it is measured (:mod:`perfsuite.failure`).
 UNMEASURED_FIELDS = ("verify", "dynamo")
@@ -143,6 +148,10 @@ class Verdict:
         return tuple(c for c in self.checks if c.status == MISSING)
 
     @property
+    def inconclusive(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status == INCONCLUSIVE)
+
+    @property
     def passed(self) -> bool:
         return not self.failures
 
@@ -154,6 +163,8 @@ class Verdict:
     def status(self) -> str:
         if self.failures:
             return FAIL
+        if self.inconclusive:
+            return INCONCLUSIVE
         if self.missing:
             return MISSING
         return PASS
@@ -182,8 +193,9 @@ class Verdict:
         return Verdict(self.model, self.combo, self.profile, self.checks, (*self.notes, *notes))
 
     def message(self, update_command: str, *, strict: bool = False) -> str:
-        """The full failure text: one block per failed (or, under ``strict``, missing) check."""
-        bad = [*self.failures, *(self.missing if strict else ())]
+        """The full failure text: one block per failed check (under ``strict``, missing and inconclusive
+        ones too)."""
+        bad = [*self.failures, *((*self.missing, *self.inconclusive) if strict else ())]
         lines = [f"{self.case_id} on profile {self.profile}: {len(bad)} check(s) failed"]
         for check in bad:
             lines.append(f"  {check.field} ({check.kind}): {check.status.upper()}")
@@ -208,6 +220,8 @@ class Verdict:
         )
         if any(c.kind == "policy" for c in bad):
             lines.append("  a policy bound is changed only by editing baselines/policy.toml, in review")
+        if any(c.kind == "ab" for c in bad):
+            lines.append(AB_HINT)
         return "\n".join(lines)
 
 
@@ -565,6 +579,7 @@ def judge(
         *check_fidelity(measurement, bounds),
         *check_diagnostics(measurement, bounds),
         *check_memory_ratio(measurement, bounds),
+        *check_ab(measurement, bounds),
     ]
     if baseline is not None and measurement.get("call") != baseline.measurement.get("call"):
         detail = (
@@ -582,3 +597,104 @@ def judge(
     if changes:
         verdict = verdict.with_notes(f"versions differ from the baseline's: {'; '.join(changes)}")
     return verdict
+
+
+# --- A/B: the head against the base environment, measured in the same run ----------------------------
+
+AB_HINT = (
+    "  an ab check compares this environment (head) with the base one (--perf-ab-base), call by call in "
+    "the same run: an intended slowdown is accepted in review, or ab_tolerance raised in policy.toml; "
+    "an inconclusive one needs more pairs (--perf-ab-max-pairs, --perf-ab-max-seconds) or a quieter machine"
+)
+
+
+def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
+    tolerance = bounds.ab_tolerance
+    limit = 1.0 + tolerance
+    ratio, ci = number(ab, "ratio"), interval(ab, "ratio_ci")
+    pairs, confidence = number(ab, "pairs") or 0, number(ab, "confidence") or 0.0
+    base: Mapping[str, Any] = ab["base"] if isinstance(ab.get("base"), Mapping) else {}
+    commit = str(base.get("commit") or "-")[:10]
+    source = (
+        f"ab_tolerance from {bounds.sources.get('ab_tolerance', 'perfsuite built-in default')}; base "
+        f"{base.get('python_command') or base.get('executable')} (commit {commit})"
+    )
+    bound = f"head/base at most {limit:.3f}x (+{tolerance:.0%})"
+    expected = "the base environment's latency, measured call by call in the same run (ABBA pairs)"
+    if ratio is None or ci is None:
+        return Check("latency", "ab", NOT_COMPARED, "(none)", expected, bound, source,
+                     "the A/B section holds no ratio")  # fmt: skip
+    head_s, base_s = number(ab, "head_latency_median_s"), number(ab, "base_latency_median_s")
+    times = f"; head {_seconds(head_s)} vs base {_seconds(base_s)} median" if head_s and base_s else ""
+    seconds = number(ab, "seconds")
+    obtained = (
+        f"head/base {ratio:.3f}x [{confidence:.1%} CI {ci[0]:.3f}, {ci[1]:.3f}], {pairs:.0f} pairs"
+        + (f" in {seconds:.0f} s" if seconds is not None else "")
+        + times
+    )
+    alpha, per_look = number(ab, "alpha"), number(ab, "alpha_per_look")
+    design = (
+        f"Hodges-Lehmann ratio, Wilcoxon signed-rank interval; error level {alpha:g} per direction over "
+        f"{len(ab.get('planned_looks') or [])} looks ({per_look:g} each)"
+        if alpha is not None and per_look is not None
+        else str(ab.get("method") or "")
+    )
+    changes = [str(c) for c in ab.get("version_changes") or []]
+    differs = f"; differs from the base: {'; '.join(changes)}" if changes else "; same versions on both sides"
+    coverage = number(ab, "coverage")
+    if coverage is not None and confidence and coverage < confidence:
+        why = f"too few pairs for a {confidence:.1%} interval (it covers {coverage:.1%})"
+        status = INCONCLUSIVE
+    elif ci[0] > limit:
+        status, why = FAIL, f"the whole interval lies above {limit:.3f}: the head is slower than the base"
+    elif ci[1] < limit:
+        status, why = PASS, f"the whole interval lies below {limit:.3f}"
+    else:
+        stopped = ab.get("stopped") or "the cap"
+        status, why = INCONCLUSIVE, f"the interval still holds {limit:.3f} when sampling stopped ({stopped})"
+    return Check("latency", "ab", status, obtained, expected, bound, source, f"{why}; {design}{differs}")
+
+
+def _ab_memory(ab: Mapping[str, Any], bounds: Bounds) -> Check:
+    tolerance = bounds.memory_tolerance
+    source = f"memory_tolerance from {bounds.sources.get('memory_tolerance', 'policy')}"
+    head, base = number(ab, "head_peak_mem_bytes"), number(ab, "base_peak_mem_bytes")
+    kinds = ab.get("head_peak_mem_kind"), ab.get("base_peak_mem_kind")
+    obtained = "(none)" if head is None else f"head {_mib(head)} ({kinds[0]})"
+    expected = "(none)" if base is None else f"base {_mib(base)} ({kinds[1]})"
+    if head is None or not base or kinds[0] != kinds[1]:
+        detail = "no peak on one side, or peaks of different kinds"
+        return Check("peak memory", "ab", NOT_COMPARED, obtained, expected, "", source, detail)
+    change = head / base - 1.0
+    bound = f"at most {_mib(base * (1 + tolerance))} (+{tolerance:.0%})"
+    return Check("peak memory", "ab", FAIL if change > tolerance else PASS, obtained, expected, bound, source,
+                 f"{change:+.1%} vs the base")  # fmt: skip
+
+
+def _ab_image(ab: Mapping[str, Any], bounds: Bounds) -> Check:
+    fidelity: Mapping[str, Any] = ab["fidelity"] if isinstance(ab.get("fidelity"), Mapping) else {}
+    source = f"min_ssim_stored from {bounds.sources.get('min_ssim_stored', 'policy')}"
+    bound = f"SSIM >= {bounds.min_ssim_stored:.4f}"
+    expected = "the base environment's image of the same case (same seed and prompt)"
+    if fidelity.get("non_finite") or not isinstance(fidelity.get("ssim"), int | float):
+        detail = str(fidelity.get("non_finite") or "no image comparison in the A/B section")
+        return Check("ssim", "ab", NOT_COMPARED, "(not compared)", expected, bound, source, detail)
+    status = PASS if fidelity["ssim"] >= bounds.min_ssim_stored else FAIL
+    return Check("ssim", "ab", status, _ssim_text(fidelity), expected, bound, source)
+
+
+def check_ab(measurement: Mapping[str, Any], bounds: Bounds) -> list[Check]:
+    """The head against the base environment (``--perf-ab-base``), from the measurement's ``ab`` section.
+
+    * **latency (ab)** fails when the whole interval of the head/base ratio lies above
+      ``1 + ab_tolerance``, passes when it lies wholly below, and is INCONCLUSIVE otherwise (never a
+      pass; a failure under ``--perf-strict``). The versions that differ between the sides are named.
+    * **peak memory (ab)** fails when the head's peak exceeds the base's by more than ``memory_tolerance``.
+    * **ssim (ab)** fails when the head's image scores below ``min_ssim_stored`` against the base's.
+
+    A measurement without an ``ab`` section (a run without ``--perf-ab-base``) has no ab checks.
+    """
+    ab = measurement.get("ab")
+    if not isinstance(ab, Mapping):
+        return []
+    return [_ab_latency(ab, bounds), _ab_memory(ab, bounds), _ab_image(ab, bounds)]

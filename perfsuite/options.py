@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "device",
     "models",
+    "positive_float",
     "positive_int",
     "preset",
     "profile",
@@ -81,6 +82,16 @@ def positive_int(minimum: int) -> Any:
         return number
 
     return parse
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {value!r}")
+    return number
 
 
 def size(value: str) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from perfsuite import extensions, hardware, options
 from perfsuite.session import PerfCase, PerfSession, worker_payload, write_session_report, write_updates
 
 if TYPE_CHECKING:
+    from perfsuite.ab.head import ABSession
     from perfsuite.baselines import Policy
     from perfsuite.gate import Check
     from perfsuite.runner import CaseResult
@@ -141,8 +142,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-strict",
         action="store_true",
         default=False,
-        help="fail a case that has no stored baseline for this profile (for CI). "
-        "Default: report it as missing.",
+        help="fail a case that has no stored baseline for this profile, or whose A/B comparison stayed "
+        "inconclusive (for CI). Default: report it.",
+    )
+    group.addoption(
+        "--perf-ab-base",
+        default=None,
+        metavar="PYTHON",
+        help="also measure every case in another environment, the base: PYTHON is its interpreter (a "
+        "venv's python, or a script that execs one) with its own perfsuite, torch and diffusers. Base and "
+        "head (this run) are timed call by call in ABBA order, and the head/base ratio is gated on "
+        "ab_tolerance from policy.toml. Default: no base.",
+    )
+    group.addoption(
+        "--perf-ab-min-pairs",
+        type=options.positive_int(2),
+        default=10,
+        help="A/B: pairs (one base and one head call each) before the first look at the ratio; doubled "
+        "while undecided. Default: 10.",
+    )
+    group.addoption(
+        "--perf-ab-max-pairs",
+        type=options.positive_int(2),
+        default=160,
+        help="A/B: at most this many pairs per case; undecided then, the case is inconclusive. Default: 160.",
+    )
+    group.addoption(
+        "--perf-ab-max-seconds",
+        type=options.positive_float,
+        default=300.0,
+        help="A/B: stop taking pairs of a case after this many seconds (the first batch always runs); "
+        "undecided then, the case is inconclusive. Default: 300.",
     )
 
 
@@ -152,6 +182,44 @@ INDUCTOR_CACHE = pytest.StashKey[str]()
 DEFERRED_ERROR = pytest.StashKey[pytest.UsageError]()
 #: Whether this process's session runs on perfsuite's shipped default policy.
 DEFAULT_POLICY = pytest.StashKey[bool]()
+AB_SESSION: pytest.StashKey[ABSession] = pytest.StashKey()
+
+
+def _start_ab(config: pytest.Config) -> None:
+    """``--perf-ab-base``: check the base interpreter and start its worker, or refuse with one line."""
+    python = config.getoption("perf_ab_base", None)
+    if not python:
+        return
+    from perfsuite.ab.head import ABSession, ABSettings, WorkerStartError
+
+    if config.getoption("perf_update_baselines", False):
+        raise pytest.UsageError(
+            "--perf-ab-base compares with another environment and --perf-update-baselines records this "
+            "one: run them separately"
+        )
+    try:
+        settings = ABSettings(
+            python,
+            min_pairs=config.getoption("perf_ab_min_pairs"),
+            max_pairs=config.getoption("perf_ab_max_pairs"),
+            max_seconds=config.getoption("perf_ab_max_seconds"),
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(f"--perf-ab-min-pairs/--perf-ab-max-pairs: {exc}") from None
+    ab = ABSession(settings)
+    try:
+        ab.start()
+    except WorkerStartError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if _xdist_controller(config):
+        ab.close()  # the check is done; each xdist worker starts its own base worker
+        return
+    config.stash[AB_SESSION] = ab
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    return bool(workers) and _xdist_workers(config) is None
 
 
 def _xdist_workers(config: pytest.Config) -> tuple[int, int] | None:
@@ -235,6 +303,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_options(config)
     _check_workers(config)
     _check_policy_before_workers(config)
+    _start_ab(config)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -310,6 +379,18 @@ def _session(config: pytest.Config) -> PerfSession:
         machine=hardware.collect_machine_info(device_name, profile),
     )
     config.stash[PERF_SESSION] = session
+    if AB_SESSION in config.stash:
+        from perfsuite.ab.head import checkout_commit
+
+        assert session.machine is not None
+        config.stash[AB_SESSION].configure(
+            device=device_name,
+            warmup=settings.warmup,
+            num_threads=torch.get_num_threads(),
+            call_overrides=overrides,
+            trace=settings.trace,
+            head={"machine": session.machine.to_dict(), "commit": checkout_commit()},
+        )
     return session
 
 
@@ -421,6 +502,7 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
     """A callable that measures a :class:`PerfCase`, times it through pytest-benchmark, and records it."""
     import torch
 
+    from perfsuite.ab.head import ABError, ABSkip, WorkerDied, WorkerStartError
     from perfsuite.baselines import BaselineFileError
     from perfsuite.failure import CaseFailed
     from perfsuite.globalstate import fresh_compile_caches
@@ -442,6 +524,7 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
             reporter = request.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write(f" [compiling {case.id}: the first call can take minutes] ", yellow=True)
+        during = _ab_phase(request.config, perf_session, case)
         own_cache = request.config.stash.get(INDUCTOR_CACHE, None)
         caches: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if case.combo.compiles and own_cache is not None:
@@ -457,6 +540,7 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
                     perf_session.settings,
                     rounds_runner=_benchmark_rounds(benchmark),
                     remeasure=lambda first: _suspect(perf_session, first, suspects),
+                    during=during,
                 )
         except CaseFailed as exc:
             # A technique that cannot prove it is active, or dynamo refusing the model: a verdict.
@@ -464,6 +548,11 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
             benchmark.extra_info.update({"verdict": verdict.status, "failure": exc.failure.to_dict()})
             command = update_command(request, perf_session, case)
             pytest.fail(verdict.message(command, strict=perf_session.strict), pytrace=False)
+        except ABSkip as exc:
+            perf_session.skipped.append((case.model, case.combo.id, str(exc)))
+            pytest.skip(str(exc))
+        except (ABError, WorkerDied, WorkerStartError) as exc:
+            pytest.fail(f"{case.id}: the A/B comparison with the base failed: {exc}", pytrace=False)
         except Unsupported as exc:
             perf_session.skipped.append((case.model, case.combo.id, f"unsupported: {exc}"))
             pytest.skip(f"unsupported on {case.model}: {exc}")
@@ -486,12 +575,33 @@ def perf_run(perf_session: PerfSession, benchmark: Any, request: pytest.FixtureR
         perf_session.verdicts[case.id] = verdict
         benchmark.extra_info["verdict"] = verdict.status
         command = update_command(request, perf_session, case)
-        if not verdict.passed or (perf_session.strict and verdict.missing):
+        if not verdict.passed or (perf_session.strict and (verdict.missing or verdict.inconclusive)):
             pytest.fail(verdict.message(command, strict=perf_session.strict), pytrace=False)
         return result
 
     suspects: list[Check] = []
     return run
+
+
+def _ab_phase(config: pytest.Config, session: PerfSession, case: PerfCase) -> Any:
+    """``--perf-ab-base``: skip a case the base cannot run, before the head measures it; else the
+    ``during`` step of :func:`perfsuite.runner.run_case` that compares the prepared case with the base."""
+    ab = config.stash.get(AB_SESSION, None)
+    if ab is None:
+        return None
+    import dataclasses
+
+    from perfsuite.ab.head import ABSkip, WorkerDied, WorkerStartError
+
+    try:
+        ab.check(case.model, case.combo.id)
+    except ABSkip as exc:
+        session.skipped.append((case.model, case.combo.id, str(exc)))
+        pytest.skip(str(exc))
+    except (WorkerDied, WorkerStartError) as exc:
+        pytest.fail(f"{case.id}: the base worker cannot take this case: {exc}", pytrace=False)
+    tolerance = session.bounds(case.model, case.combo.id).ab_tolerance
+    return lambda prepared, result: dataclasses.replace(result, ab=ab.compare(prepared, result, tolerance))
 
 
 def _out_of_memory(case: PerfCase, session: PerfSession, exc: BaseException) -> str:
@@ -588,6 +698,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    ab = config.stash.get(AB_SESSION, None)
+    if ab is not None:  # an interrupted run does not wait for the base to finish its call
+        ab.close(grace_s=1.0 if exitstatus == pytest.ExitCode.INTERRUPTED else None)
     perf = config.stash.get(PERF_SESSION, None)
     if perf is not None and perf.update:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -632,6 +745,9 @@ REPORT_FILES = pytest.StashKey[list[str]]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    ab = config.stash.get(AB_SESSION, None)
+    if ab is not None:
+        ab.close()
     cache_dir = config.stash.get(INDUCTOR_CACHE, None)
     if cache_dir is not None:
         shutil.rmtree(cache_dir, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +24,28 @@ from perfsuite.diagnostics import collect
 from perfsuite.failure import CaseFailed, dynamo_failure, verify_failure
 from perfsuite.globalstate import GlobalSnapshot, reset_compiler_state
 from perfsuite.matrix import Combo
-from perfsuite.measure import CaseMemory, ProfiledCall, counting_dynamo, profile_call, time_call
+from perfsuite.measure import (
+    CaseMemory,
+    MemoryReading,
+    ProfiledCall,
+    counting_dynamo,
+    profile_call,
+    time_call,
+)
 from perfsuite.optimizations import NotActiveError, RunTrace, Target, get_technique
 from perfsuite.stats import Ratio, Summary, speedup
 
-__all__ = ["CaseResult", "Reference", "RoundRunner", "RunSettings", "output_image", "run_case"]
+__all__ = [
+    "CaseResult",
+    "PreparedCase",
+    "Reference",
+    "RoundRunner",
+    "RunSettings",
+    "open_case",
+    "output_image",
+    "prepare_case",
+    "run_case",
+]
 
 #: ``RoundRunner(candidate, reference, rounds)`` -> (candidate_samples_s, reference_samples_s).
 #: ``candidate`` and ``reference`` each run one timed call and return its seconds.
@@ -84,6 +102,9 @@ def interleaved_rounds(
     return cand, ref
 
 
+_NO_MEMORY = MemoryReading(None, "unavailable", None, None, None)
+
+
 @dataclass
 class Reference:
     """The fp32 eager pipeline of one model, kept for the whole session and timed beside each combo."""
@@ -93,16 +114,36 @@ class Reference:
     device: torch.device
     image: np.ndarray = field(repr=False)
     baseline: GlobalSnapshot = field(repr=False)
+    #: The reference's own peak, read as a case's is (:class:`perfsuite.measure.CaseMemory`).
+    memory: MemoryReading = field(default_factory=lambda: _NO_MEMORY)
 
     @classmethod
-    def build(cls, spec: ModelSpec, pipe: Any, device: torch.device, warmup: int) -> Reference:
+    def build(
+        cls,
+        spec: ModelSpec,
+        pipe: Any,
+        device: torch.device,
+        warmup: int,
+        memory: CaseMemory | None = None,
+        trace: bool = True,
+    ) -> Reference:
+        """Warm ``pipe`` up and keep its image. ``memory``, opened before ``pipe`` was built, reads
+        its peak the way a case's is read (warm-up, then one profiled call when ``trace``), so that
+        a case's peak can be compared with the reference's (``max_memory_ratio``)."""
         baseline = GlobalSnapshot.take()
+        memory = memory or CaseMemory(device)
+        memory.start()
+
+        def call() -> Any:
+            return pipe(**spec.call_arguments())
+
         image = None
         for _ in range(max(1, warmup)):
-            _, output = time_call(lambda: pipe(**spec.call_arguments()), device)
+            _, output = time_call(call, device)
             image = output_image(output)
         assert image is not None
-        return cls(spec, pipe, device, image, baseline)
+        transient = profile_call(call, device).transient_peak_bytes if trace else None
+        return cls(spec, pipe, device, image, baseline, memory.reading(pipe, transient))
 
     def timed_call(self) -> float:
         """One timed reference call, with the globals as they were when the reference was built."""
@@ -152,6 +193,9 @@ class CaseResult:
     transient_mem_bytes: int | None = None
     #: The process's resident-set high-water mark over warm-up and the profiled call (information).
     rss_hwm_bytes: int | None = None
+    #: The in-run reference's peak, read the same way (``max_memory_ratio`` divides by it).
+    reference_peak_mem_bytes: int | None = None
+    reference_peak_mem_kind: str = "unavailable"
     #: The first timing pass when the case was re-measured to confirm a suspected regression.
     first_attempt: dict[str, Any] | None = None
     #: :func:`perfsuite.fidelity.assess` of the image against the references (filled by the caller).
@@ -164,6 +208,9 @@ class CaseResult:
     @property
     def case_id(self) -> str:
         return f"{self.model}/{self.combo}"
+
+    #: The comparison with the base environment under ``--perf-ab-base`` (see :mod:`perfsuite.ab`).
+    ab: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (raw samples at full precision; the image stays out)."""
@@ -187,6 +234,8 @@ class CaseResult:
             "resident_mem_bytes": self.resident_mem_bytes,
             "transient_mem_bytes": self.transient_mem_bytes,
             "rss_hwm_bytes": self.rss_hwm_bytes,
+            "reference_peak_mem_bytes": self.reference_peak_mem_bytes,
+            "reference_peak_mem_kind": self.reference_peak_mem_kind,
             "evidence": list(self.evidence),
             "unique_graphs": self.unique_graphs,
             "warmup_recompiles": self.warmup_recompiles,
@@ -196,6 +245,7 @@ class CaseResult:
             "fidelity": self.fidelity,
             "call": self.call,
             "diagnostics": self.diagnostics,
+            **({"ab": self.ab} if self.ab is not None else {}),
         }
 
 
@@ -249,6 +299,7 @@ def run_case(
     settings: RunSettings,
     rounds_runner: RoundRunner = interleaved_rounds,
     remeasure: Callable[[CaseResult], bool] | None = None,
+    during: Callable[[PreparedCase, CaseResult], CaseResult] | None = None,
 ) -> CaseResult:
     """Measure one combo. A technique that cannot prove it is active, or a model that dynamo refuses
     to compile as asked, raises :class:`~perfsuite.failure.CaseFailed`; any other failure to build,
@@ -256,29 +307,136 @@ def run_case(
 
     When ``remeasure(result)`` is true (a suspected timing regression), the timed rounds run once
     more on the same warmed-up pipeline, and the second pass is the result; the first is kept in
-    :attr:`CaseResult.first_attempt`.
+    :attr:`CaseResult.first_attempt`. ``during(prepared, result)``, when given, runs last, while the
+    combo is still built and its techniques active, and returns the result to keep (the A/B
+    comparison times more calls of the same prepared case there).
     """
-    snapshot = GlobalSnapshot.take()
+    with open_case(spec, combo, make_pipe, target, settings) as prepared:
+        result = _measure(prepared, reference, settings, rounds_runner, remeasure)
+        if during is not None:
+            result = during(prepared, result)
+    return result
+
+
+@dataclass
+class PreparedCase:
+    """One combo built, its techniques applied and verified, warmed up and profiled: ready for timed
+    calls.
+
+    Every side of a measurement times its calls through :meth:`timed_call`: the case's rounds
+    against the in-run reference, and each side of an A/B comparison. ``memory`` covers the warm-up
+    (the first call, with any compile, included) and the profiled call after it. ``compiled`` is what
+    dynamo did in warm-up (information); ``steady`` what it did after (gated).
+    """
+
+    spec: ModelSpec
+    combo: Combo
+    device: torch.device
+    pipe: Any = field(repr=False)
+    evidence: list[str] = field(default_factory=list)
+    warmup_s: list[float] = field(default_factory=list)
+    memory: MemoryReading = field(
+        default_factory=lambda: MemoryReading(None, "unavailable", None, None, None)
+    )
+    compiled: Counter[str] = field(default_factory=Counter)
+    steady: Counter[str] = field(default_factory=Counter)
+    last_output: Any = field(default=None, repr=False)
+
+    @property
+    def peak_mem_bytes(self) -> int | None:
+        return self.memory.peak_mem_bytes
+
+    @property
+    def peak_mem_kind(self) -> str:
+        return self.memory.peak_mem_kind
+
+    def call(self) -> Any:
+        """One untimed pipeline call with the model's fixed arguments."""
+        return self.pipe(**self.spec.call_arguments())
+
+    def timed_call(self) -> float:
+        """One call timed with the device clock; its output is kept for :meth:`image`."""
+        seconds, output = time_call(self.call, self.device)
+        self.last_output = output
+        return seconds
+
+    def image(self) -> np.ndarray:
+        """The image of the last timed call."""
+        if self.last_output is None:
+            raise RuntimeError(f"{self.spec.name}/{self.combo.id}: no timed call has run yet")
+        return output_image(self.last_output)
+
+
+def prepare_case(
+    spec: ModelSpec,
+    combo: Combo,
+    pipe: Any,
+    target: Target,
+    settings: RunSettings,
+    stack: ExitStack,
+    memory: CaseMemory | None = None,
+) -> PreparedCase:
+    """Apply and verify the combo's techniques on ``pipe`` (their contexts enter ``stack``), warm up,
+    then verify from one profiled call; ``memory`` (opened before the pipeline was built) reads the
+    case's peak over the warm-up and the profiled call."""
     device = target.device
     if target.call_arguments is None:
         target = dataclasses.replace(target, call_arguments=spec.call_arguments)
-    memory = CaseMemory(device)
-    memory.before_build()
-    pipe = make_pipe(combo.dtype)
+    memory = memory or CaseMemory(device)
+    prepared = PreparedCase(spec, combo, device, pipe)
+    prepared.evidence = _apply_and_verify(pipe, combo, target, stack)
+    memory.start()
+    with counting_dynamo() as compiled:
+        for _ in range(settings.warmup):
+            seconds, _ = time_call(prepared.call, device)
+            prepared.warmup_s.append(seconds)
+    prepared.compiled = compiled
+    # Compile health is gated on what happens after warm-up: this profiled call and the rounds.
+    with counting_dynamo() as steady:
+        profiled: ProfiledCall | None = None
+        if settings.trace:
+            with _probes(pipe, combo, target) as probed:
+                profiled = profile_call(prepared.call, device, compiled)
+            trace = dataclasses.replace(profiled.trace, probes=probed)
+            prepared.evidence.extend(_verify_trace(combo, trace, target))
+    prepared.steady = steady
+    # Closed before any timed round: the reference's calls must not count on CUDA.
+    prepared.memory = memory.reading(pipe, profiled.transient_peak_bytes if profiled else None)
+    return prepared
+
+
+@contextmanager
+def open_case(
+    spec: ModelSpec, combo: Combo, make_pipe: Callable[[str], Any], target: Target, settings: RunSettings
+) -> Iterator[PreparedCase]:
+    """Build ``make_pipe(combo.dtype)`` and :func:`prepare_case` it for the block. On exit the
+    techniques' settings are restored, the pipeline released, and every process-wide setting checked
+    against what it was before (a leak raises, naming the setting)."""
+    snapshot = GlobalSnapshot.take()
+    held: list[PreparedCase] = []
     try:
-        result = _measure(spec, combo, pipe, reference, target, settings, rounds_runner, remeasure, memory)
+        with ExitStack() as stack:
+            memory = CaseMemory(target.device)
+            memory.before_build()
+            held.append(prepare_case(spec, combo, make_pipe(combo.dtype), target, settings, stack, memory))
+            yield held[0]
     except BaseException as exc:
-        del pipe
-        _release(combo, device)
+        _drop(held)
+        _release(combo, target.device)
         snapshot.restore()
         failure = None if isinstance(exc, CaseFailed) else dynamo_failure(combo.techniques, exc)
         if failure is not None:
             raise CaseFailed(failure) from exc
         raise
-    del pipe
-    _release(combo, device)
+    _drop(held)
+    _release(combo, target.device)
     snapshot.assert_unchanged(f"combo {combo.id}")
-    return result
+
+
+def _drop(held: list[PreparedCase]) -> None:
+    for prepared in held:
+        prepared.pipe = prepared.last_output = None
+    held.clear()
 
 
 def _release(combo: Combo, device: torch.device) -> None:
@@ -290,97 +448,66 @@ def _release(combo: Combo, device: torch.device) -> None:
 
 
 def _measure(
-    spec: ModelSpec,
-    combo: Combo,
-    pipe: Any,
+    prepared: PreparedCase,
     reference: Reference,
-    target: Target,
     settings: RunSettings,
     rounds_runner: RoundRunner,
     remeasure: Callable[[CaseResult], bool] | None = None,
-    memory: CaseMemory | None = None,
 ) -> CaseResult:
-    device = target.device
-    memory = memory or CaseMemory(device)
-    with ExitStack() as stack:
-        evidence = _apply_and_verify(pipe, combo, target, stack)
-
-        def call() -> Any:
-            return pipe(**spec.call_arguments())
-
-        memory.start()
-        warmup_s: list[float] = []
-        with counting_dynamo() as compiled:
-            for _ in range(settings.warmup):
-                seconds, _ = time_call(call, device)
-                warmup_s.append(seconds)
-
-        last: list[Any] = []
-
-        def candidate() -> float:
-            seconds, output = time_call(call, device)
-            last[:] = [output]
-            return seconds
-
-        # Compile health is gated on what happens after warm-up: the profiled call and the rounds.
-        with counting_dynamo() as steady:
-            profiled: ProfiledCall | None = None
-            if settings.trace:
-                with _probes(pipe, combo, target) as probed:
-                    profiled = profile_call(call, device, compiled)
-                trace = dataclasses.replace(profiled.trace, probes=probed)
-                evidence.extend(_verify_trace(combo, trace, target))
-            # Closed before the rounds: the reference's calls must not count on CUDA.
-            mem = memory.reading(pipe, profiled.transient_peak_bytes if profiled else None)
-            cand_s, ref_s = rounds_runner(candidate, reference.timed_call, settings.rounds)
-        image = output_image(last[0])
+    spec, combo, device, mem = prepared.spec, prepared.combo, prepared.device, prepared.memory
+    warmup_s, compiled = prepared.warmup_s, prepared.compiled
+    with counting_dynamo() as rounds:
+        cand_s, ref_s = rounds_runner(prepared.timed_call, reference.timed_call, settings.rounds)
+    steady = prepared.steady + rounds
+    latency = Summary.from_samples(cand_s, settings.confidence)
+    result = CaseResult(
+        model=spec.name,
+        combo=combo.id,
+        techniques=combo.techniques,
+        device=str(device),
+        latency=latency,
+        reference_latency=Summary.from_samples(ref_s, settings.confidence),
+        speedup=speedup(ref_s, cand_s, settings.confidence),
+        cold_start_s=warmup_s[0],
+        warmup_s=tuple(warmup_s),
+        compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
+        peak_mem_bytes=mem.peak_mem_bytes,
+        peak_mem_kind=mem.peak_mem_kind,
+        resident_mem_bytes=mem.resident_mem_bytes,
+        transient_mem_bytes=mem.transient_mem_bytes,
+        rss_hwm_bytes=mem.rss_hwm_bytes,
+        reference_peak_mem_bytes=reference.memory.peak_mem_bytes,
+        reference_peak_mem_kind=reference.memory.peak_mem_kind,
+        evidence=tuple(prepared.evidence),
+        unique_graphs=compiled["unique_graphs"],
+        warmup_recompiles=compiled["recompiles"],
+        graph_breaks=compiled["graph_breaks"] + steady["graph_breaks"],
+        recompiles=steady["recompiles"],
+        image=prepared.image(),
+        call=call_settings(spec),
+    )
+    if settings.diagnostics:
+        # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
+        # counter, so a quantized combo is counted on the reference pipeline: the same math.
+        quantized = any(get_technique(t).group == "quant" for t in combo.techniques)
+        flops_pipe = reference.pipe if quantized else None
+        found = collect(prepared.pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
+        result = dataclasses.replace(result, diagnostics=found.to_dict())
+    if remeasure is not None and remeasure(result):
+        with counting_dynamo() as again:
+            cand_s, ref_s = interleaved_rounds(prepared.timed_call, reference.timed_call, settings.rounds)
         latency = Summary.from_samples(cand_s, settings.confidence)
-        result = CaseResult(
-            model=spec.name,
-            combo=combo.id,
-            techniques=combo.techniques,
-            device=str(device),
+        first = {key: value for key, value in result.to_dict().items() if key in _TIMING_KEYS}
+        result = dataclasses.replace(
+            result,
             latency=latency,
             reference_latency=Summary.from_samples(ref_s, settings.confidence),
             speedup=speedup(ref_s, cand_s, settings.confidence),
-            cold_start_s=warmup_s[0],
-            warmup_s=tuple(warmup_s),
-            compile_s=max(0.0, warmup_s[0] - latency.median) if combo.compiles else None,
-            peak_mem_bytes=mem.peak_mem_bytes,
-            peak_mem_kind=mem.peak_mem_kind,
-            resident_mem_bytes=mem.resident_mem_bytes,
-            transient_mem_bytes=mem.transient_mem_bytes,
-            rss_hwm_bytes=mem.rss_hwm_bytes,
-            evidence=tuple(evidence),
-            unique_graphs=compiled["unique_graphs"],
-            warmup_recompiles=compiled["recompiles"],
-            graph_breaks=compiled["graph_breaks"] + steady["graph_breaks"],
-            recompiles=steady["recompiles"],
-            image=image,
-            call=call_settings(spec),
+            recompiles=result.recompiles + again["recompiles"],
+            graph_breaks=result.graph_breaks + again["graph_breaks"],
+            image=prepared.image(),
+            first_attempt=first,
         )
-        if settings.diagnostics:
-            # Two extra, untimed calls (stages and syncs; FLOPs). Quantized weights defeat the FLOP
-            # counter, so a quantized combo is counted on the reference pipeline: the same math.
-            quantized = any(get_technique(t).group == "quant" for t in combo.techniques)
-            flops_pipe = reference.pipe if quantized else None
-            found = collect(pipe, spec.call_arguments(), device, latency.median, flops_pipe=flops_pipe)
-            result = dataclasses.replace(result, diagnostics=found.to_dict())
-        if remeasure is not None and remeasure(result):
-            with counting_dynamo() as again:
-                cand_s, ref_s = interleaved_rounds(candidate, reference.timed_call, settings.rounds)
-            latency = Summary.from_samples(cand_s, settings.confidence)
-            first = {key: value for key, value in result.to_dict().items() if key in _TIMING_KEYS}
-            result = dataclasses.replace(
-                result,
-                latency=latency,
-                reference_latency=Summary.from_samples(ref_s, settings.confidence),
-                speedup=speedup(ref_s, cand_s, settings.confidence),
-                recompiles=result.recompiles + again["recompiles"],
-                graph_breaks=result.graph_breaks + again["graph_breaks"],
-                image=output_image(last[0]),
-                first_attempt=first,
-            )
     return result
 
 

@@ -185,10 +185,15 @@ class PerfSession:
     def reference(self, model: str) -> Reference:
         if model not in self.references:
             from perfsuite.fidelity import check_finite, check_structure
+            from perfsuite.measure import CaseMemory
             from perfsuite.runner import Reference
 
+            memory = CaseMemory(self.device)
+            memory.before_build()
             pipe = self.fresh_pipe(model, "fp32")
-            reference = Reference.build(self.spec(model), pipe, self.device, self.settings.warmup)
+            reference = Reference.build(
+                self.spec(model), pipe, self.device, self.settings.warmup, memory, self.settings.trace
+            )
             what = f"the fp32 eager reference output of {model}"
             check_finite(reference.image, what)
             check_structure(reference.image, what)

@@ -15,6 +15,7 @@ at full precision: nothing is rounded here.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable
@@ -335,3 +336,229 @@ def relative_change(old: float, new: float) -> float:
     if old == 0.0:
         raise ValueError("relative_change: old is 0, so a relative change is undefined")
     return (new - old) / old
+
+
+# --- paired ratios: base and head measured call by call (A/B) ----------------------------------------
+#
+# Each pair holds one base call and one head call timed back to back. The statistic is the log of
+# head/base per pair: the machine's drift (a 2x swing between minutes) multiplies both calls of a
+# pair alike and cancels out of the ratio. The estimate is the Hodges-Lehmann pseudo-median of the
+# log-ratios, and its interval the exact distribution-free interval that inverts the one-sample
+# Wilcoxon signed-rank test (Hollander & Wolfe, "Nonparametric Statistical Methods", sec. 3.3). It
+# assumes only that the log-ratios are independent and symmetric about their centre, which the ABBA
+# order (pairs alternate which side goes first) gives by design when base and head do the same work.
+#
+# Sampling is sequential: look at the interval after a first batch of pairs, double the pairs while
+# it is undecided, stop at a cap. Each look is a chance of a wrong decision, so the overall error
+# rate alpha is split evenly over the planned looks (Bonferroni): at most alpha across all looks,
+# for each direction (a false alarm, and a false pass).
+
+__all__ += [
+    "LocationInterval",
+    "PairedRatio",
+    "SequentialPlan",
+    "hodges_lehmann",
+    "paired_ratio",
+    "sequential_plan",
+    "signed_rank_cdf",
+]
+
+_EXACT_SIGNED_RANK_MAX_N = 400
+
+
+def _check_alpha(alpha: float) -> float:
+    alpha = float(alpha)
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be strictly between 0 and 0.5, got {alpha!r}")
+    return alpha
+
+
+def signed_rank_cdf(n: int) -> np.ndarray:
+    """``P(T <= t)`` for ``t = 0 .. n(n+1)/2`` under the null hypothesis, where ``T`` is the
+    Wilcoxon signed-rank statistic of ``n`` untied, non-zero values.
+
+    scipy computes this distribution only inside :func:`scipy.stats.wilcoxon` (no public function
+    returns it), and a confidence interval needs its quantiles, so it is counted here: the number of
+    subsets of ``{1..n}`` with each sum, one rank at a time, in probabilities (halved at each step) so
+    that no count overflows.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n!r}")
+    return _signed_rank_cdf(n).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    total = n * (n + 1) // 2
+    pmf = np.zeros(total + 1, dtype=np.float64)
+    pmf[0] = 1.0
+    for rank in range(1, n + 1):
+        shifted = np.zeros_like(pmf)
+        shifted[rank:] = pmf[:-rank]
+        pmf = 0.5 * (pmf + shifted)
+    cdf = np.minimum(np.cumsum(pmf), 1.0)
+    cdf.flags.writeable = False
+    return cdf
+
+
+def _signed_rank_lower_tail(n: int, t: int) -> float:
+    """``P(T <= t)`` for the signed-rank statistic of ``n`` values: exact up to
+    :data:`_EXACT_SIGNED_RANK_MAX_N`, beyond that the normal approximation with continuity correction."""
+    if t < 0:
+        return 0.0
+    if n <= _EXACT_SIGNED_RANK_MAX_N:
+        cdf = _signed_rank_cdf(n)
+        return float(cdf[min(t, cdf.size - 1)])
+    from scipy.stats import norm
+
+    mean = n * (n + 1) / 4.0
+    sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
+    return float(norm.cdf((t + 0.5 - mean) / sd))
+
+
+def _signed_rank_critical(n: int, alpha_one_sided: float) -> int:
+    """The largest ``k >= 0`` with ``P(T <= k - 1) <= alpha_one_sided`` (0 when even ``k = 1`` fails)."""
+    if n <= _EXACT_SIGNED_RANK_MAX_N:
+        return int(np.searchsorted(_signed_rank_cdf(n), alpha_one_sided, side="right"))
+    from scipy.stats import norm
+
+    mean = n * (n + 1) / 4.0
+    sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
+    k = math.floor(mean + norm.ppf(alpha_one_sided) * sd + 0.5) + 1  # P(T <= k-1) ~ alpha
+    while k > 0 and _signed_rank_lower_tail(n, k - 1) > alpha_one_sided:
+        k -= 1
+    while _signed_rank_lower_tail(n, k) <= alpha_one_sided:
+        k += 1
+    return k
+
+
+@dataclass(frozen=True)
+class LocationInterval:
+    """Hodges-Lehmann estimate of a centre and its Wilcoxon signed-rank confidence interval.
+
+    ``coverage`` is the exact coverage of ``[low, high]`` (the distribution is discrete, so it is at
+    least ``confidence`` rather than equal to it). ``reaches_confidence`` is False when there are too
+    few values for any such interval to reach ``confidence``: ``[low, high]`` is then ``[min, max]``
+    and its coverage is below what was asked.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    coverage: float
+    reaches_confidence: bool
+    n: int
+
+
+def hodges_lehmann(values: Iterable[float], confidence: float = 0.95) -> LocationInterval:
+    """The Hodges-Lehmann estimate (median of the ``n(n+1)/2`` Walsh averages ``(x_i + x_j) / 2``,
+    ``i <= j``) and the two-sided confidence interval ``[W_(k), W_(M+1-k)]`` of the sorted Walsh
+    averages, ``k`` from the exact signed-rank distribution (:func:`signed_rank_cdf`).
+
+    The interval excludes a value ``mu`` exactly when the one-sided Wilcoxon signed-rank test of
+    ``values - mu`` rejects at ``(1 - confidence) / 2`` (for untied data), so "the interval lies above
+    ``mu``" and "the test says greater than ``mu``" are the same decision.
+    """
+    xs = np.asarray(_as_samples(values, "values", allow_negative=True), dtype=np.float64)
+    confidence = _check_confidence(confidence)
+    n = xs.size
+    i, j = np.triu_indices(n)
+    walsh = np.sort((xs[i] + xs[j]) / 2.0)
+    estimate = float(np.median(walsh))
+    k = _signed_rank_critical(n, (1.0 - confidence) / 2.0)
+    if k < 1:
+        coverage = 1.0 - 2.0 * _signed_rank_lower_tail(n, 0)
+        return LocationInterval(estimate, float(walsh[0]), float(walsh[-1]), confidence, coverage, False, n)
+    coverage = 1.0 - 2.0 * _signed_rank_lower_tail(n, k - 1)
+    low, high = float(walsh[k - 1]), float(walsh[walsh.size - k])
+    return LocationInterval(estimate, low, high, confidence, coverage, True, n)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """``numerator / denominator`` from paired samples: the Hodges-Lehmann estimate of the per-pair
+    ratio (on the log scale, transformed back) with its signed-rank confidence interval."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    coverage: float
+    reaches_confidence: bool
+    n_pairs: int
+    method: str = "hodges-lehmann / wilcoxon signed-rank on log ratios"
+
+    def position(self, bound: float) -> str:
+        """``"above"`` when the whole interval lies above ``bound``, ``"below"`` when it lies wholly
+        below, else ``"straddles"`` (also whenever the interval could not reach its confidence)."""
+        if not self.reaches_confidence:
+            return "straddles"
+        if self.ci_low > bound:
+            return "above"
+        if self.ci_high < bound:
+            return "below"
+        return "straddles"
+
+
+def paired_ratio(
+    numerator_samples: Iterable[float], denominator_samples: Iterable[float], confidence: float = 0.95
+) -> PairedRatio:
+    """The ratio of paired samples (``numerator[i]`` was measured beside ``denominator[i]``), e.g.
+    head/base latency, with a distribution-free interval at ``confidence`` (see :func:`hodges_lehmann`)."""
+    num = _as_samples(numerator_samples, "numerator_samples")
+    den = _as_samples(denominator_samples, "denominator_samples")
+    if len(num) != len(den):
+        raise ValueError(f"paired samples need equal lengths, got {len(num)} and {len(den)}")
+    if min(num) <= 0.0 or min(den) <= 0.0:
+        raise ValueError("paired samples must be strictly positive: a zero time has no ratio")
+    logs = np.log(np.asarray(num, dtype=np.float64)) - np.log(np.asarray(den, dtype=np.float64))
+    found = hodges_lehmann(logs.tolist(), confidence)
+    return PairedRatio(
+        estimate=math.exp(found.estimate),
+        ci_low=math.exp(found.low),
+        ci_high=math.exp(found.high),
+        confidence=found.confidence,
+        coverage=found.coverage,
+        reaches_confidence=found.reaches_confidence,
+        n_pairs=found.n,
+    )
+
+
+@dataclass(frozen=True)
+class SequentialPlan:
+    """When to look at the data of an adaptive paired comparison, and at what level.
+
+    ``looks`` are the pair counts at which the interval is computed (a first batch, doubled up to the
+    cap). Each look uses a two-sided interval at ``1 - 2 * alpha_per_look``, ``alpha_per_look = alpha
+    / len(looks)``, so the chance of any wrong decision in either direction over all looks is at most
+    ``alpha`` (Bonferroni). Stopping early (a time cap) only removes looks, which keeps the bound.
+    """
+
+    looks: tuple[int, ...]
+    alpha: float
+    alpha_per_look: float
+
+    @property
+    def confidence_per_look(self) -> float:
+        return 1.0 - 2.0 * self.alpha_per_look
+
+
+def sequential_plan(min_pairs: int, max_pairs: int, alpha: float = 0.01) -> SequentialPlan:
+    """Looks at ``min_pairs``, twice that, and so on while below ``max_pairs``, then at ``max_pairs``.
+
+    Pair counts are rounded down to even numbers (at least 2), so that every look holds as many
+    base-first as head-first pairs.
+    """
+    alpha = _check_alpha(alpha)
+    if min_pairs < 2 or max_pairs < min_pairs:
+        got = f"min_pairs={min_pairs}, max_pairs={max_pairs}"
+        raise ValueError(f"need 2 <= min_pairs <= max_pairs, got {got}")
+    first = min_pairs - min_pairs % 2
+    last = max_pairs - max_pairs % 2
+    looks = [first]
+    while looks[-1] * 2 < last:
+        looks.append(looks[-1] * 2)
+    if looks[-1] != last:
+        looks.append(last)
+    return SequentialPlan(tuple(looks), alpha, alpha / len(looks))

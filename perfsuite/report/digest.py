@@ -48,6 +48,8 @@ class Counts:
     missing: int
     errors: int
     skipped: int
+    #: Cases whose A/B comparison did not decide (``--perf-ab-base``).
+    inconclusive: int = 0
 
     @property
     def ok(self) -> bool:
@@ -56,6 +58,8 @@ class Counts:
     def headline(self) -> str:
         """``2 passed, 1 failed, 1 missing baseline`` (errors and skips only when there are some)."""
         parts = [f"{self.passed} passed", f"{self.failed} failed", f"{self.missing} missing baselines"]
+        if self.inconclusive:
+            parts.append(f"{self.inconclusive} inconclusive")
         if self.errors:
             parts.append(f"{self.errors} errors")
         if self.skipped:
@@ -73,6 +77,7 @@ def count_cases(document: Mapping[str, Any]) -> Counts:
         missing=statuses.count("missing"),
         errors=len(errored),
         skipped=len(document["skipped"]),
+        inconclusive=statuses.count("inconclusive"),
     )
 
 

@@ -18,6 +18,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from perfsuite.report.ab import ab_chart, ab_rows, base_label, peak_text, version_lines
 from perfsuite.report.charts import charts
 from perfsuite.report.digest import case_rows, count_cases, failed_checks, update_hint
 from perfsuite.report.results import IMAGE_KINDS, case_key, fidelity_of
@@ -96,7 +97,8 @@ def embedded_image(base_dir: str | os.PathLike[str], relpath: str | None) -> tup
 
 
 def _badge(status: str) -> str:
-    text = {"pass": "pass", "fail": "FAIL", "missing": "no baseline", "error": "ERROR"}.get(status, status)
+    labels = {"pass": "pass", "fail": "FAIL", "missing": "no baseline", "inconclusive": "inconclusive"}
+    text = {**labels, "error": "ERROR"}.get(status, status)
     return f'<span class="badge {escape(status)}">{escape(text)}</span>'
 
 
@@ -191,6 +193,37 @@ def _charts(document: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _ab_section(document: Mapping[str, Any]) -> list[str]:
+    """Head vs base (``--perf-ab-base``): a table, then each case's paired samples over time."""
+    rows = ab_rows(document["cases"])
+    if not rows:
+        return []
+    lines = [
+        f'<h2 id="ab">A/B: head vs base <code>{escape(base_label(document["cases"]) or "")}</code></h2>',
+        '<table class="ab"><tr><th>case</th><th>head</th><th>base</th><th>head/base [CI]</th><th>pairs</th>'
+        "<th>seconds</th><th>peak mem</th><th>SSIM</th><th>A/B</th></tr>",
+    ]
+    for r in rows:
+        numbers = (r.head, r.base, r.ratio, r.pairs, r.seconds, r.memory, r.ssim)
+        lines.append(
+            f'<tr class="{"fail" if r.failed else "ok"}"><td><code>{escape(r.case_id)}</code></td>'
+            + "".join(f'<td class="num">{escape(n)}</td>' for n in numbers)
+            + f"<td>{escape(r.outcome)}</td></tr>"
+        )
+    lines.append("</table>")
+    changes = version_lines(document["cases"])
+    text = "versions that differ (base -> head): " + "; ".join(changes) if changes else "same versions"
+    lines.append(f'<p class="hint">{escape(text)}</p><div class="charts">')
+    for case in document["cases"]:
+        ab = (case.get("measurement") or {}).get("ab")
+        png = ab_chart(case_key(case), ab) if isinstance(ab, Mapping) else None
+        if png is not None and isinstance(ab, Mapping):
+            label = escape(f"{case_key(case)}: {peak_text(ab)}")
+            lines.append(f'<img class="chart ab-chart" alt="A/B samples of {label}" src="{_data_uri(png)}">')
+    lines.append("</div>")
+    return lines
+
+
 def _fidelity_text(numbers: Mapping[str, Any]) -> str:
     """`` · SSIM 0.9987 · PSNR 41.2 dB`` against the in-run reference; empty when not measured."""
     ssim, psnr = numbers.get("ssim"), numbers.get("psnr_db")
@@ -252,6 +285,7 @@ def render_html(document: Mapping[str, Any], base_dir: str | os.PathLike[str]) -
         *_failures(document),
         *_cases_table(document),
         *_charts(document),
+        *_ab_section(document),
         *_grid(document, Path(base_dir)),
         *_other(document),
         f'<p class="hint">{escape(update_hint(document["profile"]))}</p>',

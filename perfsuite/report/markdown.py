@@ -7,11 +7,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from perfsuite.report.ab import ab_rows, base_label, version_lines
 from perfsuite.report.digest import case_rows, count_cases, failed_checks, update_hint
 
 __all__ = ["render_markdown"]
 
-_STATUS = {"pass": "pass", "fail": "**FAIL**", "missing": "no baseline", "error": "**ERROR**"}
+_STATUS = {
+    "pass": "pass",
+    "fail": "**FAIL**",
+    "missing": "no baseline",
+    "inconclusive": "inconclusive",
+    "error": "**ERROR**",
+}
 
 
 def _cell(text: Any) -> str:
@@ -50,6 +57,26 @@ def _errors(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [
         (case_id, (message.strip().splitlines() or ["(no message)"])[0]) for case_id, message in found.items()
     ]
+
+
+def _ab_section(document: Mapping[str, Any]) -> list[str]:
+    """Head vs base, for a run with ``--perf-ab-base``; nothing otherwise."""
+    rows = ab_rows(document["cases"])
+    if not rows:
+        return []
+    lines = ["", f"### A/B: head vs base {_code(base_label(document['cases']) or '')}", ""]
+    lines += _table(
+        ("case", "head", "base", "head/base [CI]", "pairs", "seconds", "peak mem", "SSIM", "A/B"),
+        (
+            (_code(r.case_id), r.head, r.base, r.ratio, r.pairs, r.seconds, r.memory, r.ssim,
+             f"**{r.outcome}**" if r.failed else r.outcome)
+            for r in rows
+        ),
+    )  # fmt: skip
+    changes = version_lines(document["cases"])
+    lines += ["", "Versions that differ (base -> head): " + "; ".join(map(_code, changes)) if changes
+              else "Base and head have the same versions."]  # fmt: skip
+    return lines
 
 
 def render_markdown(document: Mapping[str, Any], *, title: str = "perfsuite") -> str:
@@ -111,6 +138,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str = "perfsuite") ->
     if any(r.warmup_compile != "-" for r in rows):
         lines += ["", "warm-up compile: graphs and recompiles during warm-up (not gated; recompiles after "
                   "warm-up and graph breaks are)."]  # fmt: skip
+    lines += _ab_section(document)
     skipped = document["skipped"]
     if skipped:
         lines += ["", f"<details><summary>Skipped combos ({len(skipped)})</summary>", ""]

@@ -5,7 +5,8 @@ Schema version 1 (``kind: "perfsuite-results"``); keys marked optional may be ab
     {"schema_version": 1, "kind": "perfsuite-results", "created": ISO-8601 UTC, "commit": str | null,
      "profile": str, "device": str, "preset": str, "models": [str],
      "machine": {...},                       # perfsuite.hardware.MachineInfo.to_dict()
-     "cases": [{"model": str, "combo": str, "status": "pass" | "fail" | "missing" | "error",
+     "cases": [{"model": str, "combo": str,
+                "status": "pass" | "fail" | "missing" | "inconclusive" | "error",
                 "measurement": {...} | null,   # CaseResult.to_dict(); null for status "error", and for
                                                # a "fail" that ended before it was measured (verify,
                                                # dynamo: its verdict says why)
@@ -16,6 +17,28 @@ Schema version 1 (``kind: "perfsuite-results"``); keys marked optional may be ab
      "merged_from": [{"source": str, "created": str, "commit": str | null}]}  # optional: merged shards
 
 Image paths are relative to the folder of the results file, with ``/`` separators. No torch here.
+
+A run with ``--perf-ab-base`` adds an ``ab`` section to each compared case's ``measurement`` (older
+readers ignore it; a case status ``inconclusive`` says that the comparison did not decide)::
+
+    "ab": {"protocol": 1, "tolerance": 0.05, "bound": 1.05,
+           "pairs": 40, "head_samples_s": [...], "base_samples_s": [...],   # one per pair, in order
+           "head_first": [false, true, ...], "started_s": [...],            # ABBA order; time of each pair
+           "ratio": 1.012, "ratio_ci": [0.995, 1.031],                      # head/base, Hodges-Lehmann
+           "confidence": 0.996, "coverage": 0.9961, "method": str,          # the interval of the last look
+           "decision": "pass" | "regression" | "inconclusive",
+           "stopped": "decided" | "max pairs" | "max seconds",
+           "looks": [10, 20, 40], "planned_looks": [10, 20, 40, 80, 160],
+           "alpha": 0.01, "alpha_per_look": 0.002, "pairs_s": float, "seconds": float, "base_open_s": float,
+           "head_latency_median_s": float, "base_latency_median_s": float,
+           "head_peak_mem_bytes": int, "base_peak_mem_bytes": int,
+           "head_peak_mem_kind": str, "base_peak_mem_kind": str,
+           "base_warmup_s": [...], "base_evidence": [...],
+           "fidelity": {"non_finite": null, "ssim": float, "psnr_db": float | null, ...},  # head vs base
+           "base": {"python_command": str, "executable": str, "perfsuite": str, "perfsuite_path": str,
+                    "commit": str | null, "num_threads": int, "machine": {...}},
+           "head": {"commit": str | null, "perfsuite_path": str, "machine": {...}},
+           "version_changes": ["torch 2.12.0+cpu -> 2.13.0+cpu", ...]}      # base -> head
 """
 
 from __future__ import annotations
@@ -57,7 +80,7 @@ SCHEMA_VERSION = 1
 #: Schema versions this perfsuite reads.
 ACCEPTED_VERSIONS: tuple[int, ...] = (1,)
 KIND = "perfsuite-results"
-CASE_STATUSES = ("pass", "fail", "missing", "error")
+CASE_STATUSES = ("pass", "fail", "missing", "inconclusive", "error")
 IMAGE_KINDS = ("obtained", "reference", "diff")
 
 _REQUIRED = (

@@ -40,6 +40,8 @@ def _verdict_cell(verdict: Verdict | None) -> str:
         return "-"
     if verdict.failures:
         return "FAIL"
+    if verdict.inconclusive:
+        return "inconclusive"
     if verdict.missing:
         return "no baseline"
     return "ok" + ("*" if _remarks(verdict) else "")
@@ -183,6 +185,17 @@ def _model_lines(
     return lines
 
 
+def _ab_lines(results: Sequence[CaseResult], verdicts: Mapping[str, Verdict]) -> list[str]:
+    from perfsuite.report.ab import ab_terminal_lines
+
+    cases = [
+        {"model": r.model, "combo": r.combo, "measurement": r.to_dict(),
+         "verdict": verdicts[r.case_id].to_dict() if r.case_id in verdicts else None}
+        for r in results if r.ab is not None
+    ]  # fmt: skip
+    return ab_terminal_lines(cases)
+
+
 def summary_lines(
     results: Iterable[CaseResult],
     plans: Mapping[str, Plan],
@@ -204,6 +217,7 @@ def summary_lines(
     if any(r.latency.is_noisy for r in results):
         lines.append(f"{_NOISY_MARK} marks a noisy measurement (IQR above 10% of the median).")
     lines.extend(_remark_lines(verdicts))
+    lines.extend(_ab_lines(results, verdicts))
     if results:
         update = (
             f"--perf-update-baselines rewrites the measurements and reference images stored for profile "

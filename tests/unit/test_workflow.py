@@ -135,3 +135,39 @@ def test_cpu_smoke_job_uses_cpu_wheels_and_the_fast_cases(workflow):
     assert "python -m pytest tests/unit" in runs
     assert 'python -m pytest tests/perf -m "not slow"' in runs and "--perf-device cpu" in runs
     assert "--perf-strict" not in runs
+
+
+def test_a_pull_request_installs_its_base_commit_in_a_second_worktree_and_venv(workflow):
+    checkout = steps(workflow, "gpu")[0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
+    base = step_named(workflow, "gpu", "Install the base commit in its own venv")
+    assert base["if"] == "github.event_name == 'pull_request'" and base["id"] == "base"
+    assert base["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    run = base["run"]
+    assert 'git worktree add --detach "$RUNNER_TEMP/perf-base-src" "$BASE_SHA"' in run
+    assert 'python -m venv "$RUNNER_TEMP/perf-base-venv"' in run
+    assert '"$base_python" -m pip install -e "$RUNNER_TEMP/perf-base-src[dev]"' in run
+    # The A/B gate is used only when the base has the worker; an older base says so in a notice.
+    assert (
+        "find_spec('perfsuite.ab.worker')" in run and 'echo "python=$base_python" >> "$GITHUB_OUTPUT"' in run
+    )
+    assert "::notice::" in run
+
+
+def test_a_pull_request_gates_against_its_base_and_a_push_on_the_committed_baselines(workflow):
+    ab = step_named(workflow, "gpu", "Run the gated suite against the base commit (A/B)")
+    assert ab["if"] == "${{ github.event_name == 'pull_request' && steps.base.outputs.python != '' }}"
+    assert ab["env"]["BASE_PYTHON"] == "${{ steps.base.outputs.python }}"
+    for option in (
+        '--perf-ab-base "$BASE_PYTHON"',
+        "--perf-strict",
+        "--perf-report perf-report",
+        "--perf-device cuda",
+    ):
+        assert option in ab["run"], f"the A/B gate lacks {option}"
+    committed = step_named(workflow, "gpu", "Run the gated suite")
+    # On a push (or a pull request whose base has no A/B worker) the base step does not set python.
+    assert committed["if"] == "${{ !inputs.update_baselines && steps.base.outputs.python == '' }}"
+    assert "--perf-ab-base" not in committed["run"]
+    names = [step.get("name") for step in steps(workflow, "gpu")]
+    assert names.index("Install the base commit in its own venv") < names.index(ab["name"])

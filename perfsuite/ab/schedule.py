@@ -1,0 +1,135 @@
+"""ABBA order and adaptive sampling: time base and head call by call until the ratio is decided.
+
+Pair ``i`` times one base call and one head call back to back, the base first in even pairs and the
+head first in odd ones (A B, B A, A B, ...: the ABBA order), so each side runs first as often as
+second and the cost of switching between the two processes falls on both alike.
+
+The pairs are taken in batches given by a :class:`~perfsuite.stats.SequentialPlan`: after each batch
+the head/base ratio and its interval are computed (:func:`perfsuite.stats.paired_ratio`), and
+sampling stops as soon as the interval lies wholly above the bound (a regression) or wholly below it
+(a pass). Undecided at the last look, or when the next batch would overrun the time cap, the outcome
+is ``inconclusive``, never a pass. The first batch always runs whole. No torch here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from perfsuite.stats import PairedRatio, SequentialPlan, paired_ratio
+
+__all__ = ["INCONCLUSIVE", "PASS", "REGRESSION", "Outcome", "Pair", "run_pairs"]
+
+REGRESSION, PASS, INCONCLUSIVE = "regression", "pass", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One base call and one head call, timed back to back; ``started_s`` counts from the first pair."""
+
+    head_s: float
+    base_s: float
+    head_first: bool
+    started_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the pairs said. ``stopped`` is ``"decided"``, ``"max pairs"`` or ``"max seconds"``."""
+
+    pairs: tuple[Pair, ...]
+    ratio: PairedRatio
+    decision: str
+    stopped: str
+    looks: tuple[int, ...]
+    plan: SequentialPlan
+    bound: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pairs": len(self.pairs),
+            "head_samples_s": [p.head_s for p in self.pairs],
+            "base_samples_s": [p.base_s for p in self.pairs],
+            "head_first": [p.head_first for p in self.pairs],
+            "started_s": [p.started_s for p in self.pairs],
+            "ratio": self.ratio.estimate,
+            "ratio_ci": [self.ratio.ci_low, self.ratio.ci_high],
+            "confidence": self.ratio.confidence,
+            "coverage": self.ratio.coverage,
+            "method": self.ratio.method,
+            "decision": self.decision,
+            "stopped": self.stopped,
+            "looks": list(self.looks),
+            "planned_looks": list(self.plan.looks),
+            "alpha": self.plan.alpha,
+            "alpha_per_look": self.plan.alpha_per_look,
+            "bound": self.bound,
+            "pairs_s": self.seconds,
+        }
+
+
+def _decision(ratio: PairedRatio, bound: float) -> str:
+    position = ratio.position(bound)
+    return REGRESSION if position == "above" else PASS if position == "below" else INCONCLUSIVE
+
+
+def run_pairs(
+    head_call: Callable[[], float],
+    base_call: Callable[[], float],
+    plan: SequentialPlan,
+    bound: float,
+    max_seconds: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Outcome:
+    """Time pairs in ABBA order along ``plan`` until the head/base ratio's interval lies wholly above
+    or below ``bound`` (e.g. ``1 + ab_tolerance``), the last look, or ``max_seconds`` of pairs.
+
+    ``head_call`` and ``base_call`` each run one timed call and return its seconds.
+    """
+    if max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    start = clock()
+    pairs: list[Pair] = []
+    looks: list[int] = []
+    ratio: PairedRatio | None = None
+    stopped = "max pairs"
+    for look in plan.looks:
+        capped = False
+        while len(pairs) < look:
+            elapsed = clock() - start
+            # Two pairs at a time past the first batch: every look keeps as many of each order.
+            if looks and len(pairs) % 2 == 0 and elapsed + 2 * elapsed / len(pairs) > max_seconds:
+                capped = True
+                break
+            head_first = len(pairs) % 2 == 1
+            if head_first:
+                head_s = head_call()
+                base_s = base_call()
+            else:
+                base_s = base_call()
+                head_s = head_call()
+            pairs.append(Pair(head_s, base_s, head_first, elapsed))
+        if not looks or len(pairs) > looks[-1]:
+            looks.append(len(pairs))
+            head, base = [p.head_s for p in pairs], [p.base_s for p in pairs]
+            ratio = paired_ratio(head, base, plan.confidence_per_look)
+            if _decision(ratio, bound) != INCONCLUSIVE:
+                stopped = "decided"
+                break
+        if capped:
+            stopped = "max seconds"
+            break
+    assert ratio is not None
+    return Outcome(
+        pairs=tuple(pairs),
+        ratio=ratio,
+        decision=_decision(ratio, bound),
+        stopped=stopped,
+        looks=tuple(looks),
+        plan=plan,
+        bound=bound,
+        seconds=clock() - start,
+    )

@@ -1,0 +1,259 @@
+"""--perf-ab-base end to end, through pytester: base and head in one run, the verdicts, the report, a
+base that cannot build a combo, a base worker killed mid-case, and Ctrl-C. Every run checks that no
+base worker outlives it (processes are found by a token in their environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FAST = ("--perf-device=cpu", "--perf-steps=2", "--perf-rounds=3", "--perf-warmup=1", "-p", "no:randomly")
+AB = ("--perf-ab-min-pairs=8", "--perf-ab-max-pairs=16", "--perf-ab-max-seconds=120")
+TOKEN_ENV = "PERFSUITE_AB_TEST_TOKEN"
+
+# In the head only (a conftest, which the base worker never loads): a technique the base does not
+# know, and a UNet that takes five times as long when its weights are channels_last (so large that a
+# loaded 2-core machine, whose calls vary 2x, still decides within 16 pairs).
+HEAD_CONFTEST = """
+import time
+
+import diffusers
+import torch
+
+from perfsuite.optimizations import Technique
+
+
+def pytest_perfsuite_techniques():
+    return [
+        Technique(
+            name="head-only", group="head-only", summary="a technique only the head knows", rank=90,
+            verify=lambda pipe, target: ["head-only: nothing to verify"],
+        )
+    ]
+
+_forward = diffusers.UNet2DConditionModel.forward
+
+
+def forward(self, *args, **kwargs):
+    started = time.perf_counter()
+    out = _forward(self, *args, **kwargs)
+    if self.conv_in.weight.is_contiguous(memory_format=torch.channels_last):  # a 3x3 kernel: NHWC only
+        time.sleep(4 * (time.perf_counter() - started))
+    return out
+
+
+diffusers.UNet2DConditionModel.forward = forward
+"""
+
+TOLERANCES = """
+[[rule]]
+combo = 'fp32'
+ab_tolerance = 0.0
+note = "A/A against a zero tolerance: the interval holds 1.0, so the comparison cannot decide"
+
+[[rule]]
+combo = 'fp32+sdpa-math'
+ab_tolerance = 9.0
+note = "A/A against a tenfold bound: decided at once, however loaded the machine"
+"""
+
+
+def leftover_workers(token: str) -> list[int]:
+    """Pids of live processes that carry ``token`` in their environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "status").read_text()
+        except OSError:
+            continue
+        if f"{TOKEN_ENV}={token}".encode() in environ and "State:\tZ" not in state:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_ENV, value)
+    return value
+
+
+def test_base_and_head_in_one_run(project, token):
+    project.makeconftest(HEAD_CONFTEST)
+    with open(project.path / "baselines" / "policy.toml", "a", encoding="utf-8") as policy:
+        policy.write(TOLERANCES)
+    measured = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math or fp32+channels-last")
+    project.runpytest_subprocess(*FAST, *measured, "--perf-update-baselines").assert_outcomes(passed=3)
+
+    selection = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math or fp32+channels-last or head-only")
+    result = project.runpytest_subprocess(
+        *FAST,
+        *AB,
+        *selection,
+        f"--perf-ab-base={sys.executable}",
+        "--perf-strict",
+        "--perf-report=report",
+        "-rs",
+    )
+    result.assert_outcomes(passed=1, failed=2, skipped=1)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*SKIPPED*the base (*) cannot run tiny-sd/fp32+head-only: cannot parse combo*unknown token(s)*",
+            "*latency (ab): INCONCLUSIVE*",
+            "*the interval still holds 1.000 when sampling stopped*",
+            "*latency (ab): FAIL*",
+            "*the whole interval lies above 1.050: the head is slower than the base*",
+            "perfsuite A/B: head (this environment) vs base *",
+            "*same versions",
+        ]
+    )
+    assert leftover_workers(token) == []
+
+    document = json.loads((project.path / "report" / "results.json").read_text())
+    cases = {case["combo"]: case for case in document["cases"]}
+    assert cases["fp32"]["status"] == "inconclusive" and cases["fp32+sdpa-math"]["status"] == "pass"
+    assert cases["fp32+channels-last"]["status"] == "fail"
+    same = cases["fp32+sdpa-math"]["measurement"]["ab"]
+    assert same["pairs"] == 8 and same["decision"] == "pass" and same["version_changes"] == []
+    assert same["fidelity"]["ssim"] == 1.0  # same code, same seed: the very same image
+    assert len(same["head_samples_s"]) == len(same["base_samples_s"]) == 8
+    assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
+    slow = cases["fp32+channels-last"]["measurement"]["ab"]
+    assert slow["decision"] == "regression" and slow["ratio"] > 2
+    assert "fp32+head-only" in {entry["combo"] for entry in document["skipped"]}
+    summary = (project.path / "report" / "summary.md").read_text()
+    assert "### A/B: head vs base" in summary and "1 inconclusive" in summary
+    html = (project.path / "report" / "report.html").read_text()
+    assert html.count('class="chart ab-chart"') == 3
+
+    compared = project.run("perfsuite", "compare", "report/results.json", "report/results.json")
+    assert compared.ret == 0, compared.stdout.str() + compared.stderr.str()
+
+
+# In the base only (a site hook its wrapper puts on PYTHONPATH): the first worker is killed during its
+# third timed call; a marker file keeps the next worker alive.
+KILLER = """
+import os
+import signal
+import sys
+from pathlib import Path
+
+from perfsuite.ab import worker
+
+_call = worker.Worker.call
+_calls = [0]
+_marker = Path(os.environ["PERFSUITE_AB_TEST_MARKER"])
+
+
+def call(self, args):
+    _calls[0] += 1
+    if _calls[0] == 3 and not _marker.exists():
+        _marker.write_text(str(os.getpid()))
+        print("planted: this base worker is killed in a timed call", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("PERFSUITE_AB_TEST_STARTED"):
+        Path(os.environ["PERFSUITE_AB_TEST_STARTED"]).touch()
+    return _call(self, args)
+
+
+worker.Worker.call = call
+"""
+
+
+def killing_base(folder: Path, marker: Path, started: Path | None = None) -> str:
+    hooks = folder / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILLER)
+    wrapper = folder / "base-python"
+    exports = f"export PERFSUITE_AB_TEST_MARKER={marker}\n"
+    if started is not None:
+        exports += f"export PERFSUITE_AB_TEST_STARTED={started}\n"
+    wrapper.write_text(f'#!/bin/sh\n{exports}export PYTHONPATH={hooks}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_a_base_worker_killed_mid_case_fails_only_that_case_and_leaves_no_process(project, token, tmp_path):
+    marker = tmp_path / "killed"
+    base = killing_base(tmp_path, marker)
+    selection = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math")
+    result = project.runpytest_subprocess(*FAST, *AB, *selection, f"--perf-ab-base={base}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*tiny-sd/fp32: the A/B comparison with the base failed: "
+            "the base worker was killed by SIGKILL during 'call'*",
+            "*planted: this base worker is killed in a timed call*",
+        ]
+    )
+    assert marker.exists()
+    assert "perfsuite A/B" in result.stdout.str()  # the next case ran with a new worker
+    assert leftover_workers(token) == []
+
+
+def test_ctrl_c_leaves_no_base_worker_behind(project, token, tmp_path):
+    marker = tmp_path / "killed"
+    marker.write_text("never kill")  # only signal that the pairs have started
+    started = tmp_path / "started"
+    base = killing_base(tmp_path, marker, started)
+    args = (*FAST, "--perf-ab-min-pairs=400", "--perf-ab-max-pairs=400", "--perf-ab-max-seconds=600",
+            "--perf-preset=single", "-k", "fp32]", f"--perf-ab-base={base}")  # fmt: skip
+    process = project.popen([sys.executable, "-m", "pytest", *args], stdout=None, stderr=None, stdin=None)
+    deadline = time.monotonic() + 600
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), "the A/B pairs never started"
+    assert leftover_workers(token), "the base worker should be running now"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == pytest.ExitCode.INTERRUPTED
+    assert leftover_workers(token) == []
+
+
+def test_a_bad_base_is_refused_before_anything_runs(project, tmp_path):
+    missing = project.runpytest_subprocess(
+        "--perf-device=cpu", f"--perf-ab-base={tmp_path / 'nope' / 'python'}"
+    )
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(
+        ["ERROR: --perf-ab-base: */nope/python does not exist; give the python of the base*"]
+    )
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    unimportable = project.runpytest_subprocess("--perf-device=cpu", f"--perf-ab-base={bare}")
+    assert unimportable.ret == pytest.ExitCode.USAGE_ERROR
+    unimportable.stderr.fnmatch_lines(["ERROR: --perf-ab-base: *bare-python cannot import perfsuite*"])
+    pairs = project.runpytest_subprocess(
+        f"--perf-ab-base={sys.executable}", "--perf-ab-min-pairs=20", "--perf-ab-max-pairs=10"
+    )
+    assert pairs.ret == pytest.ExitCode.USAGE_ERROR
+    pairs.stderr.fnmatch_lines(
+        ["ERROR: --perf-ab-min-pairs/--perf-ab-max-pairs: need 2 <= min_pairs <= max_pairs*"]
+    )
+    both = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-update-baselines")
+    assert both.ret == pytest.ExitCode.USAGE_ERROR
+    both.stderr.fnmatch_lines(["*--perf-ab-base compares with another environment*run them separately*"])
+
+
+def test_helper_finds_processes_by_token(token):
+    import subprocess
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert sleeper.pid in leftover_workers(token)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sleeper.pid not in leftover_workers(token)

@@ -1,0 +1,138 @@
+"""Paired ratios for A/B runs: the exact signed-rank distribution, the Hodges-Lehmann interval, the
+ratio of paired samples and the sequential plan, against known values and scipy."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from perfsuite.stats import hodges_lehmann, paired_ratio, sequential_plan, signed_rank_cdf
+
+
+def brute_force_cdf(n: int) -> np.ndarray:
+    """Every one of the 2**n sign patterns of the ranks 1..n, counted."""
+    sums = [sum(r for r, s in zip(range(1, n + 1), signs, strict=True) if s) for signs in
+            itertools.product((0, 1), repeat=n)]  # fmt: skip
+    counts = np.bincount(sums, minlength=n * (n + 1) // 2 + 1)
+    return np.cumsum(counts) / 2**n
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 12])
+def test_the_signed_rank_distribution_counts_every_sign_pattern(n):
+    np.testing.assert_allclose(signed_rank_cdf(n), brute_force_cdf(n), rtol=0, atol=1e-15)
+
+
+def test_the_signed_rank_distribution_matches_the_printed_tables():
+    # n = 10: P(T <= 8) = 25/1024 and P(T <= 9) = 33/1024, so 8 is the two-sided 5% critical value;
+    # n = 20: the two-sided 5% critical value is 52 (any table of Wilcoxon signed-rank critical values).
+    cdf = signed_rank_cdf(10)
+    assert cdf[8] * 1024 == pytest.approx(25) and cdf[9] * 1024 == pytest.approx(33)
+    cdf = signed_rank_cdf(20)
+    assert cdf[52] <= 0.025 < cdf[53]
+    assert signed_rank_cdf(30)[-1] == pytest.approx(1.0)
+
+
+def test_hodges_lehmann_estimate_is_the_median_of_the_walsh_averages():
+    # Walsh averages of (1, 2, 9): 1, 1.5, 2, 5, 5.5, 9 -> median (2 + 5) / 2.
+    assert hodges_lehmann([1.0, 2.0, 9.0], 0.5).estimate == pytest.approx(3.5)
+    # An outlier barely moves it: (1, 2, 3, 4, 100) -> 3.0, where the mean is 22.
+    assert hodges_lehmann([1.0, 2.0, 3.0, 4.0, 100.0], 0.5).estimate == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.996])
+def test_the_interval_excludes_a_value_exactly_when_scipys_wilcoxon_test_rejects_it(confidence):
+    rng = np.random.default_rng(7)
+    alpha = (1 - confidence) / 2
+    for _ in range(15):
+        n = int(rng.integers(10, 45))
+        values = rng.normal(0.02, 0.05, n)
+        found = hodges_lehmann(values, confidence)
+        assert found.reaches_confidence and found.coverage >= confidence
+        for mu in rng.normal(0.02, 0.05, 3):
+            greater = scipy_stats.wilcoxon(values - mu, alternative="greater", method="exact").pvalue
+            less = scipy_stats.wilcoxon(values - mu, alternative="less", method="exact").pvalue
+            assert (found.low > mu) == (greater <= alpha)
+            assert (found.high < mu) == (less <= alpha)
+
+
+def test_too_few_values_give_the_full_range_and_say_the_confidence_is_not_reached():
+    found = hodges_lehmann([0.1, 0.2, 0.3, 0.4, 0.5], 0.99)  # 2 * 2**-5 > 1%: no interval reaches it
+    assert not found.reaches_confidence
+    assert (found.low, found.high) == (0.1, 0.5)
+    assert found.coverage == pytest.approx(1 - 2 / 32)
+
+
+def test_large_samples_use_the_normal_approximation_and_stay_close_to_the_exact_interval():
+    values = np.random.default_rng(3).normal(0.0, 1.0, 401).tolist()
+    approx = hodges_lehmann(values, 0.996)
+    exact = hodges_lehmann(values[:400], 0.996)
+    assert approx.reaches_confidence and approx.coverage == pytest.approx(0.996, abs=5e-4)
+    assert approx.low == pytest.approx(exact.low, abs=0.05) and approx.high == pytest.approx(
+        exact.high, abs=0.05
+    )
+
+
+def test_a_paired_ratio_is_taken_on_the_log_scale_and_cancels_a_common_drift():
+    # The machine doubles in speed halfway; the head stays 10% slower than the base in every pair.
+    base = [1.0] * 10 + [0.5] * 10
+    head = [b * 1.1 * (1 + 0.002 * ((i % 3) - 1)) for i, b in enumerate(base)]
+    ratio = paired_ratio(head, base, 0.99)
+    assert ratio.n_pairs == 20 and ratio.reaches_confidence
+    assert ratio.estimate == pytest.approx(1.1, rel=1e-3)
+    assert 1.09 < ratio.ci_low <= ratio.estimate <= ratio.ci_high < 1.11
+    assert ratio.position(1.05) == "above" and ratio.position(1.2) == "below"
+    assert ratio.position(1.1) == "straddles"
+
+
+def test_a_ratio_whose_interval_cannot_reach_its_confidence_never_decides():
+    ratio = paired_ratio([2.0] * 4, [1.0] * 4, 0.996)
+    assert not ratio.reaches_confidence and ratio.position(1.05) == "straddles"
+
+
+@pytest.mark.parametrize(
+    ("head", "base", "message"),
+    [
+        ([1.0, 2.0], [1.0], "equal lengths"),
+        ([1.0, 0.0], [1.0, 1.0], "strictly positive"),
+        ([1.0, math.nan], [1.0, 1.0], "finite"),
+        ([], [], "empty"),
+    ],
+)
+def test_bad_paired_samples_are_refused_with_the_reason(head, base, message):
+    with pytest.raises(ValueError, match=message):
+        paired_ratio(head, base)
+
+
+def test_the_sequential_plan_doubles_up_to_the_cap_and_splits_alpha_over_its_looks():
+    plan = sequential_plan(10, 160, 0.01)
+    assert plan.looks == (10, 20, 40, 80, 160)
+    assert plan.alpha_per_look == pytest.approx(0.002) and plan.confidence_per_look == pytest.approx(0.996)
+    assert sequential_plan(10, 100).looks == (10, 20, 40, 80, 100)
+    assert sequential_plan(7, 7).looks == (6,)  # even counts: as many base-first pairs as head-first
+    assert sequential_plan(11, 45).looks == (10, 20, 40, 44)
+    for bad in ((1, 10), (10, 8)):
+        with pytest.raises(ValueError, match="min_pairs"):
+            sequential_plan(*bad)
+    with pytest.raises(ValueError, match="alpha"):
+        sequential_plan(10, 20, 0.6)
+
+
+def test_the_false_alarm_rate_over_all_looks_stays_below_alpha():
+    """Simulated A/A comparisons (no difference, heavy-tailed noise) stopped at the first decided
+    look: the share that ever reads 'above 1.0' must stay below alpha = 1%."""
+    rng = np.random.default_rng(11)
+    plan = sequential_plan(10, 80, 0.01)
+    alarms = 0
+    runs = 300
+    for _ in range(runs):
+        logs = rng.standard_t(3, plan.looks[-1]) * 0.03
+        for look in plan.looks:
+            ratio = paired_ratio(np.exp(logs[:look]), np.ones(look), plan.confidence_per_look)
+            if ratio.position(1.0) != "straddles":
+                alarms += ratio.position(1.0) == "above"
+                break
+    assert alarms / runs <= 0.01
