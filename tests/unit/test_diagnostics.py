@@ -204,32 +204,6 @@ def test_flops_of_a_quantized_pipeline_are_refused_with_the_reason(pipes):
     assert rate.achieved_tflop_per_s is None and rate.unavailable_reason == "no FLOP count"
 
 
-def test_compiled_pipeline_keeps_its_compiled_code_through_the_diagnostics(pipes, fresh_compiler):
-    """Stage hooks add no graph break and no recompile; the FLOP count runs the eager path and leaves
-    the compiled frames compiled (a bare FlopCounterMode would mark them never-to-compile)."""
-    spec, base = pipes["tiny-sd"]
-    eager_flop = count_flops(base, call_kwargs(spec)).total_flop
-    pipe = copy.deepcopy(base)
-    # backend="eager": dynamo's frame handling is what is under test, and it skips inductor's codegen.
-    pipe.unet.compile_repeated_blocks(fullgraph=True, backend="eager")
-    pipe.vae.decode = torch.compile(pipe.vae.decode, fullgraph=True, backend="eager")
-    compiled_decode = vars(pipe.vae)["decode"]
-    with counting_dynamo() as warmup:
-        pipe(**call_kwargs(spec))
-    assert warmup["unique_graphs"] > 0
-
-    with counting_dynamo() as during:
-        measured = instrumented_call(pipe, call_kwargs(spec), CPU)
-        counted = count_flops(pipe, call_kwargs(spec))
-        trace = trace_call(lambda: pipe(**call_kwargs(spec)), CPU)
-    assert dict(during) == {"unique_graphs": 0, "graph_breaks": 0, "recompiles": 0}
-    assert len(measured.stage_times.per_step_s) == STEPS
-    assert counted.total_flop == eager_flop
-    assert counted.note is not None and "eager path" in counted.note
-    assert any(name.startswith("Torch-Compiled Region") for name in trace.op_names)
-    assert vars(pipe.vae)["decode"] is compiled_decode
-
-
 @pytest.mark.parametrize(
     ("device_name", "dtype", "expected"),
     [

@@ -191,32 +191,3 @@ def test_a_leaked_global_is_reported_by_name():
     finally:
         before.restore()
     before.assert_unchanged("restore")
-
-
-def test_each_compiled_combo_gets_empty_compile_caches(tmp_path, monkeypatch):
-    import os
-
-    import torch
-
-    from perfsuite.globalstate import fresh_compile_caches
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "session"))
-    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
-
-    def double(x):
-        return x * 2 + 1
-
-    folders = []
-    for _ in range(2):
-        with fresh_compile_caches(str(tmp_path)) as folder:
-            assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == folder
-            assert os.environ["TRITON_CACHE_DIR"].startswith(folder)
-            torch.compiler.reset()
-            torch.compile(double)(torch.ones(4))
-            folders.append(folder)
-        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "session")
-        assert "TRITON_CACHE_DIR" not in os.environ
-    torch.compiler.reset()
-    # the second combo compiled into its own, new folder instead of reusing the first one's kernels
-    assert folders[0] != folders[1]
-    assert all(any(os.scandir(folder)) for folder in folders)
