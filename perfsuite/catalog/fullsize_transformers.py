@@ -64,7 +64,13 @@ def _text_encoder(model: str, component: str) -> tuple[Any, str]:
     architecture = config.pop("architectures")[0]
     model_type = config.pop("model_type")
     model_class = getattr(transformers, architecture)
-    return model_class(transformers.AutoConfig.for_model(model_type, **config)), architecture
+    module = model_class(transformers.AutoConfig.for_model(model_type, **config))
+    if architecture in _T5_ARCHITECTURES:
+        # transformers 5.0 leaves the (U)MT5 encoder's embedding untied from `shared` when the model
+        # is built from its config (later releases tie them): a second vocabulary x d_model table.
+        # set_input_embeddings installs `shared` in both places, as the published models have it.
+        module.set_input_embeddings(module.get_input_embeddings())
+    return module, architecture
 
 
 def _tokenizer_for(architecture: str) -> Any:
