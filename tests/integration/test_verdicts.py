@@ -94,14 +94,14 @@ def test_a_recompile_on_every_call_fails_the_compile_health_check(project):
 # --- failures before measuring are verdicts --------------------------------------------------------------
 
 NO_OP_FUSE_QKV = """
-from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from diffusers import UNet2DConditionModel
 
 
-def fuse_qkv_projections(self, unet=True, vae=True):
-    pass  # the planted regression: fusing does nothing
+def fuse_qkv_projections(self):
+    pass  # the planted regression: fusing the UNet's projections does nothing
 
 
-StableDiffusionMixin.fuse_qkv_projections = fuse_qkv_projections
+UNet2DConditionModel.fuse_qkv_projections = fuse_qkv_projections
 """
 
 
@@ -116,7 +116,7 @@ def test_a_technique_that_cannot_prove_itself_fails_with_a_verify_verdict(projec
         [
             "*tiny-sd/fp32+fuse-qkv on profile cpu-*: 1 check(s) failed*",
             "*verify (policy): FAIL*",
-            "*obtained: fuse-qkv: unet attention uses AttnProcessor2_0*",
+            "*obtained: fuse-qkv: a Attention of the unet has no fused projection layer*",
             "*expected: fuse-qkv active: fused QKV*",
             "*the case was not measured*",
             "!! fp32+fuse-qkv * FAIL (verify)",
@@ -192,18 +192,20 @@ def test_memory_is_the_cases_own_alone_or_last_and_a_quarter_unet_buffer_fails(p
     """Recorded alone, the last case of the eager single set has the same peak to the byte (the RSS
     of the process does not); then a buffer of a quarter of the UNet's parameters fails it."""
     eager = (*FAST, "--perf-warmup=1", "--perf-steps=2", "--perf-preset=single")
-    alone = project.runpytest_subprocess(*eager, "-k", "channels-last", "--perf-update-baselines")
-    alone.assert_outcomes(passed=1)
+    for alone in ("layerwise-fp8", "channels-last"):  # the last eager case, and the planted one below
+        project.runpytest_subprocess(*eager, "-k", alone, "--perf-update-baselines").assert_outcomes(passed=1)
     run = project.runpytest_subprocess(*eager, "-m", "not slow and not compile", "--perf-report=report")
     cases = results(project)
-    assert list(cases)[-1] == "fp32+channels-last", list(cases)
-    last = cases["fp32+channels-last"]
+    assert list(cases)[-1] == "fp32+layerwise-fp8", list(cases)
+    last = cases["fp32+layerwise-fp8"]
     assert check(last, "peak memory", "history")["status"] == "pass", check(last, "peak memory", "history")
     assert last["status"] == "pass", run.stdout.str()
-    stored = json.loads(next(Path(project.path, "baselines").glob("cpu-*/tiny-sd/fp32+channels-last.json"))
-                        .read_text())["measurement"]  # fmt: skip
-    assert last["measurement"]["peak_mem_bytes"] == stored["peak_mem_bytes"]  # eager: to the byte
+    baselines = Path(project.path, "baselines")
+    recorded = json.loads(next(baselines.glob("cpu-*/tiny-sd/fp32+layerwise-fp8.json")).read_text())
+    assert last["measurement"]["peak_mem_bytes"] == recorded["measurement"]["peak_mem_bytes"]  # to the byte
     assert last["measurement"]["peak_mem_kind"] == "cpu-case-tensors"
+    stored_file = next(baselines.glob("cpu-*/tiny-sd/fp32+channels-last.json"))
+    stored = json.loads(stored_file.read_text())["measurement"]
 
     project.makeconftest(EXTRA_BUFFER)
     grown = project.runpytest_subprocess(*eager, "-k", "channels-last", "--perf-report=planted")
