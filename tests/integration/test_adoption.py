@@ -115,7 +115,8 @@ def test_a_user_technique_fails_its_case_like_a_builtin_one(project: pytest.Pyte
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*NotActiveError: never-on: the pipeline shows no sign of it*",
+            "*tiny-sd/fp32+never-on on profile cpu-*: 1 check(s) failed*",
+            "*obtained: never-on: the pipeline shows no sign of it*",
             "*LeakedGlobalsError: combo fp32+leaky left process-wide settings changed:*",
             "*flags.loud: False -> True*",
         ]
