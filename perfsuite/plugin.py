@@ -723,6 +723,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 WORKER_PARTS = pytest.StashKey[list[dict[str, Any]]]()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist must still load the plugin
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist controller: collect what a worker measured (see :func:`_worker_payload`)."""
     payload = getattr(node, "workeroutput", {}).get("perfsuite")

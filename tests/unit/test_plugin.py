@@ -64,3 +64,11 @@ def test_collection_lists_combos_with_markers_and_pruned_skips(pytester):
         ["*test_combo?tiny-sd/bf16+sdpa-flash+channels-last+compile+inductor-flags?*"]
     )
     assert "tiny-sd/fp32]" not in result.stdout.str()
+
+
+def test_the_plugin_loads_without_pytest_xdist(pytester: pytest.Pytester) -> None:
+    """perfsuite's only dependency-free install has no xdist: its xdist hook must be optional."""
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:randomly", "--perf-list")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert "unknown hook" not in result.stderr.str()
