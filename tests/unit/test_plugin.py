@@ -66,9 +66,12 @@ def test_collection_lists_combos_with_markers_and_pruned_skips(pytester):
     assert "tiny-sd/fp32]" not in result.stdout.str()
 
 
-def test_the_plugin_loads_without_pytest_xdist(pytester: pytest.Pytester) -> None:
-    """perfsuite's only dependency-free install has no xdist: its xdist hook must be optional."""
-    pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:randomly", "--perf-list")
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
-    assert "unknown hook" not in result.stderr.str()
+def test_the_xdist_hook_is_optional() -> None:
+    """The wheel's own dependencies have no pytest-xdist: pluggy must not reject its hook as unknown."""
+    from _pytest.config import PytestPluginManager
+
+    import perfsuite.plugin
+
+    manager = PytestPluginManager()  # pytest's own hook specs only, as without xdist
+    manager.register(perfsuite.plugin)
+    manager.check_pending()  # raises PluginValidationError for a required hook without its spec
