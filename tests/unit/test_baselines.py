@@ -203,6 +203,14 @@ def test_committed_policy_loads() -> None:
     assert policy.bounds_for("sd15", "bf16+sdpa-flash", "cuda-nvidia-h200").min_speedup == 1.3
     assert policy.bounds_for("sd15", "bf16+sdpa-flash+compile", "cuda-nvidia-h200").min_speedup == 1.5
     assert policy.bounds_for("sd15", "bf16", "cpu-amd-epyc-2c").min_speedup == 0.0
+    # eager bf16 on an AVX2 CPU: its ratio to fp32 moves with the host, so a wider history band;
+    # compiled bf16 keeps the generic CPU band
+    for combo in ("bf16", "bf16+sdpa-flash"):
+        assert policy.bounds_for("tiny-sd", combo, "cpu-amd-epyc-2c").speedup_tolerance == 0.50
+    assert policy.bounds_for("tiny-sd", "fp32", "cpu-amd-epyc-2c").speedup_tolerance == 0.30
+    compiled = "bf16+sdpa-flash+channels-last+compile+inductor-flags"
+    assert policy.bounds_for("tiny-sd", compiled, "cpu-amd-epyc-2c").speedup_tolerance == 0.30
+    assert policy.bounds_for("sd15", "bf16", "cuda-nvidia-h200").speedup_tolerance == 0.15
 
 
 # --- ids and paths ---------------------------------------------------------------------------------
