@@ -36,6 +36,15 @@ def test_the_suite_template_runs_the_same_test_as_perfsuite_own_suite() -> None:
     )
 
 
+def test_the_example_project_shows_what_init_writes() -> None:
+    # examples/custom-technique keeps a copy of the starter test file on purpose: it shows a user's
+    # repository as `perfsuite init` leaves it.
+    example = ROOT / "examples" / "custom-technique" / "tests" / "perf" / "test_inference.py"
+    assert example.read_text() == template_path("test_inference.py").read_text(), (
+        f"{example} must stay identical to the template perfsuite init writes"
+    )
+
+
 def test_the_workflow_template_matches_the_github_workflow_schema() -> None:
     tool = find_tool("check-jsonschema")
     assert tool is not None, "check-jsonschema is part of the dev extra: pip install -e '.[dev]'"
