@@ -633,8 +633,21 @@ def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
         + times
     )
     alpha, per_look = number(ab, "alpha"), number(ab, "alpha_per_look")
+    attempts, attempt_pairs = number(ab, "attempts"), number(ab, "attempt_pairs")
+    if attempts is not None and attempt_pairs is not None:
+        kind = (
+            "both sides prepared again between attempts"
+            if ab.get("refreshed")
+            else "blocks of one prepared case (a compiled case is not prepared again)"
+        )
+        method = (
+            f"per-attempt Hodges-Lehmann ratio, Student t interval over {attempts:.0f} attempts of "
+            f"{attempt_pairs:.0f} pairs, {kind}"
+        )
+    else:
+        method = "Hodges-Lehmann ratio, Wilcoxon signed-rank interval"
     design = (
-        f"Hodges-Lehmann ratio, Wilcoxon signed-rank interval; error level {alpha:g} per direction over "
+        f"{method}; error level {alpha:g} per direction over "
         f"{len(ab.get('planned_looks') or [])} looks ({per_look:g} each)"
         if alpha is not None and per_look is not None
         else str(ab.get("method") or "")
@@ -643,7 +656,8 @@ def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
     differs = f"; differs from the base: {'; '.join(changes)}" if changes else "; same versions on both sides"
     coverage = number(ab, "coverage")
     if coverage is not None and confidence and coverage < confidence:
-        why = f"too few pairs for a {confidence:.1%} interval (it covers {coverage:.1%})"
+        unit = "attempts" if attempts is not None else "pairs"
+        why = f"too few {unit} for a {confidence:.1%} interval (it covers {coverage:.1%})"
         status = INCONCLUSIVE
     elif ci[0] > limit:
         status, why = FAIL, f"the whole interval lies above {limit:.3f}: the head is slower than the base"

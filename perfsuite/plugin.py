@@ -155,11 +155,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ab_tolerance from policy.toml. Default: no base.",
     )
     group.addoption(
-        "--perf-ab-min-pairs",
+        "--perf-ab-attempt-pairs",
         type=options.positive_int(2),
         default=10,
-        help="A/B: pairs (one base and one head call each) before the first look at the ratio; doubled "
-        "while undecided. Default: 10.",
+        help="A/B: pairs (one base and one head call each) per attempt; both sides prepare the case "
+        "again between attempts (eager combos), and the interval counts attempts. Even. Default: 10.",
+    )
+    group.addoption(
+        "--perf-ab-min-pairs",
+        type=options.positive_int(2),
+        default=40,
+        help="A/B: pairs before the first look at the ratio (two attempts at least); doubled while "
+        "undecided. Default: 40.",
     )
     group.addoption(
         "--perf-ab-max-pairs",
@@ -202,10 +209,12 @@ def _start_ab(config: pytest.Config) -> None:
             python,
             min_pairs=config.getoption("perf_ab_min_pairs"),
             max_pairs=config.getoption("perf_ab_max_pairs"),
+            attempt_pairs=config.getoption("perf_ab_attempt_pairs"),
             max_seconds=config.getoption("perf_ab_max_seconds"),
         )
     except ValueError as exc:
-        raise pytest.UsageError(f"--perf-ab-min-pairs/--perf-ab-max-pairs: {exc}") from None
+        flags = "--perf-ab-attempt-pairs/--perf-ab-min-pairs/--perf-ab-max-pairs"
+        raise pytest.UsageError(f"{flags}: {exc}") from None
     ab = ABSession(settings)
     try:
         ab.start()
@@ -601,7 +610,7 @@ def _ab_phase(config: pytest.Config, session: PerfSession, case: PerfCase) -> An
     except (WorkerDied, WorkerStartError) as exc:
         pytest.fail(f"{case.id}: the base worker cannot take this case: {exc}", pytrace=False)
     tolerance = session.bounds(case.model, case.combo.id).ab_tolerance
-    return lambda prepared, result: dataclasses.replace(result, ab=ab.compare(prepared, result, tolerance))
+    return lambda slot, result: dataclasses.replace(result, ab=ab.compare(slot, result, tolerance))
 
 
 def _out_of_memory(case: PerfCase, session: PerfSession, exc: BaseException) -> str:

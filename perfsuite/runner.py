@@ -12,7 +12,7 @@ import dataclasses
 import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from perfsuite.stats import Ratio, Summary, speedup
 
 __all__ = [
     "CaseResult",
+    "CaseSlot",
     "PreparedCase",
     "Reference",
     "RoundRunner",
@@ -299,7 +300,7 @@ def run_case(
     settings: RunSettings,
     rounds_runner: RoundRunner = interleaved_rounds,
     remeasure: Callable[[CaseResult], bool] | None = None,
-    during: Callable[[PreparedCase, CaseResult], CaseResult] | None = None,
+    during: Callable[[CaseSlot, CaseResult], CaseResult] | None = None,
 ) -> CaseResult:
     """Measure one combo. A technique that cannot prove it is active, or a model that dynamo refuses
     to compile as asked, raises :class:`~perfsuite.failure.CaseFailed`; any other failure to build,
@@ -307,15 +308,51 @@ def run_case(
 
     When ``remeasure(result)`` is true (a suspected timing regression), the timed rounds run once
     more on the same warmed-up pipeline, and the second pass is the result; the first is kept in
-    :attr:`CaseResult.first_attempt`. ``during(prepared, result)``, when given, runs last, while the
-    combo is still built and its techniques active, and returns the result to keep (the A/B
-    comparison times more calls of the same prepared case there).
+    :attr:`CaseResult.first_attempt`. ``during(slot, result)``, when given, runs last, while the
+    combo is still built and its techniques active (``slot.prepared``), and returns the result to
+    keep: the A/B comparison times more calls there, and may re-prepare the case (``slot.reopen()``).
     """
-    with open_case(spec, combo, make_pipe, target, settings) as prepared:
-        result = _measure(prepared, reference, settings, rounds_runner, remeasure)
+    with CaseSlot(lambda s: open_case(spec, combo, make_pipe, target, s), settings) as slot:
+        assert slot.prepared is not None
+        result = _measure(slot.prepared, reference, settings, rounds_runner, remeasure)
         if during is not None:
-            result = during(prepared, result)
+            result = during(slot, result)
     return result
+
+
+class CaseSlot:
+    """The case a block holds open, which can be prepared again from scratch: :meth:`reopen` releases
+    the prepared case (its techniques undone, the process-wide settings checked, as at the end of
+    :func:`open_case`) and builds, applies, verifies and warms up a fresh one."""
+
+    def __init__(
+        self, opener: Callable[[RunSettings], AbstractContextManager[PreparedCase]], settings: RunSettings
+    ) -> None:
+        self._opener = opener
+        self.settings = settings
+        self._stack: ExitStack | None = None
+        self.prepared: PreparedCase | None = None
+
+    def _open(self, settings: RunSettings) -> PreparedCase:
+        stack = ExitStack()
+        self.prepared = stack.enter_context(self._opener(settings))
+        self._stack = stack
+        return self.prepared
+
+    def reopen(self, *, trace: bool = False) -> PreparedCase:
+        """Release the case and prepare it again (without the profiled call unless ``trace``)."""
+        stack, self._stack, self.prepared = self._stack, None, None
+        if stack is not None:
+            stack.close()
+        return self._open(dataclasses.replace(self.settings, trace=trace))
+
+    def __enter__(self) -> CaseSlot:
+        self._open(self.settings)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        stack, self._stack, self.prepared = self._stack, None, None
+        return bool(stack.__exit__(*exc_info)) if stack is not None else False
 
 
 @dataclass

@@ -354,9 +354,11 @@ def relative_change(old: float, new: float) -> float:
 # for each direction (a false alarm, and a false pass).
 
 __all__ += [
+    "ATTEMPT_METHOD",
     "LocationInterval",
     "PairedRatio",
     "SequentialPlan",
+    "attempt_ratio",
     "hodges_lehmann",
     "paired_ratio",
     "sequential_plan",
@@ -488,6 +490,10 @@ class PairedRatio:
     reaches_confidence: bool
     n_pairs: int
     method: str = "hodges-lehmann / wilcoxon signed-rank on log ratios"
+    #: Independent attempts the pairs were taken in (see :func:`attempt_ratio`); 1 for plain pairs.
+    attempts: int = 1
+    #: Each attempt's own estimate of the ratio, in order (empty for plain pairs).
+    attempt_estimates: tuple[float, ...] = ()
 
     def position(self, bound: float) -> str:
         """``"above"`` when the whole interval lies above ``bound``, ``"below"`` when it lies wholly
@@ -525,40 +531,108 @@ def paired_ratio(
     )
 
 
+ATTEMPT_METHOD = "per-attempt hodges-lehmann of log ratios, student t interval over attempts"
+
+
+def attempt_ratio(
+    numerator_samples: Iterable[float],
+    denominator_samples: Iterable[float],
+    attempts: Iterable[int],
+    confidence: float = 0.95,
+) -> PairedRatio:
+    """The ratio of paired samples taken in independent attempts (``attempts[i]`` numbers the attempt
+    of pair ``i``), with an interval that counts the attempt, not the pair, as the unit.
+
+    Two processes that do the same work keep an offset of a few percent for as long as they live (a
+    memory layout, a page placement), which no number of pairs between the same two averages away:
+    the pair-level interval of :func:`paired_ratio` then narrows around the offset. An attempt
+    re-prepares both sides, so each draws its offset anew. Within an attempt the estimate is the
+    Hodges-Lehmann pseudo-median of the log ratios (robust to a stray slow call); across attempts the
+    interval is Student's t on those estimates (``scipy.stats.ttest_1samp``), whose spread holds the
+    offsets and the call noise alike. The attempt estimates are averages, which the t interval needs
+    to be near-normal; it needs two attempts at least.
+    """
+    num = _as_samples(numerator_samples, "numerator_samples")
+    den = _as_samples(denominator_samples, "denominator_samples")
+    groups = [int(a) for a in attempts]
+    if not len(num) == len(den) == len(groups):
+        got = f"{len(num)}, {len(den)} and {len(groups)}"
+        raise ValueError(f"paired samples and their attempts need equal lengths, got {got}")
+    if min(num) <= 0.0 or min(den) <= 0.0:
+        raise ValueError("paired samples must be strictly positive: a zero time has no ratio")
+    confidence = _check_confidence(confidence)
+    logs = np.log(np.asarray(num, dtype=np.float64)) - np.log(np.asarray(den, dtype=np.float64))
+    order = list(dict.fromkeys(groups))
+    keyed = np.asarray(groups)
+    estimates = [hodges_lehmann(logs[keyed == a].tolist()).estimate for a in order]
+    centre = float(np.mean(estimates))
+    reaches = len(estimates) >= 2
+    if not reaches:
+        low = high = centre
+    elif float(np.ptp(estimates)) == 0.0:
+        low = high = centre  # every attempt agrees exactly: nothing is left to vary
+    else:
+        from scipy.stats import ttest_1samp
+
+        found = ttest_1samp(estimates, 0.0).confidence_interval(confidence)
+        low, high = float(found.low), float(found.high)
+    return PairedRatio(
+        estimate=math.exp(centre),
+        ci_low=math.exp(low),
+        ci_high=math.exp(high),
+        confidence=confidence,
+        coverage=confidence if reaches else 0.0,
+        reaches_confidence=reaches,
+        n_pairs=len(num),
+        method=ATTEMPT_METHOD,
+        attempts=len(estimates),
+        attempt_estimates=tuple(math.exp(e) for e in estimates),
+    )
+
+
 @dataclass(frozen=True)
 class SequentialPlan:
     """When to look at the data of an adaptive paired comparison, and at what level.
 
-    ``looks`` are the pair counts at which the interval is computed (a first batch, doubled up to the
-    cap). Each look uses a two-sided interval at ``1 - 2 * alpha_per_look``, ``alpha_per_look = alpha
-    / len(looks)``, so the chance of any wrong decision in either direction over all looks is at most
-    ``alpha`` (Bonferroni). Stopping early (a time cap) only removes looks, which keeps the bound.
+    Pairs are taken in attempts of ``attempt_pairs`` (see :func:`attempt_ratio`). ``looks`` are the
+    pair counts at which the interval is computed (a first batch of attempts, doubled up to the cap),
+    always whole attempts. Each look uses a two-sided interval at ``1 - 2 * alpha_per_look``,
+    ``alpha_per_look = alpha / len(looks)``, so the chance of any wrong decision in either direction
+    over all looks is at most ``alpha`` (Bonferroni). Stopping early (a time cap) only removes looks,
+    which keeps the bound.
     """
 
     looks: tuple[int, ...]
     alpha: float
     alpha_per_look: float
+    attempt_pairs: int = 2
 
     @property
     def confidence_per_look(self) -> float:
         return 1.0 - 2.0 * self.alpha_per_look
 
 
-def sequential_plan(min_pairs: int, max_pairs: int, alpha: float = 0.01) -> SequentialPlan:
+def sequential_plan(
+    min_pairs: int, max_pairs: int, alpha: float = 0.01, attempt_pairs: int = 10
+) -> SequentialPlan:
     """Looks at ``min_pairs``, twice that, and so on while below ``max_pairs``, then at ``max_pairs``.
 
-    Pair counts are rounded down to even numbers (at least 2), so that every look holds as many
-    base-first as head-first pairs.
+    Pair counts are rounded down to whole attempts of ``attempt_pairs`` (an even number, so that every
+    attempt holds as many base-first as head-first pairs), and the first look needs two attempts: an
+    interval over attempts needs two of them.
     """
     alpha = _check_alpha(alpha)
-    if min_pairs < 2 or max_pairs < min_pairs:
+    if attempt_pairs < 2 or attempt_pairs % 2:
+        raise ValueError(f"attempt_pairs must be an even number of at least 2, got {attempt_pairs!r}")
+    if min_pairs < 2 * attempt_pairs or max_pairs < min_pairs:
         got = f"min_pairs={min_pairs}, max_pairs={max_pairs}"
-        raise ValueError(f"need 2 <= min_pairs <= max_pairs, got {got}")
-    first = min_pairs - min_pairs % 2
-    last = max_pairs - max_pairs % 2
+        need = f"need 2 attempts <= min_pairs <= max_pairs, with {attempt_pairs} pairs per attempt"
+        raise ValueError(f"{need} ({2 * attempt_pairs} pairs at least), got {got}")
+    first = min_pairs - min_pairs % attempt_pairs
+    last = max_pairs - max_pairs % attempt_pairs
     looks = [first]
     while looks[-1] * 2 < last:
         looks.append(looks[-1] * 2)
     if looks[-1] != last:
         looks.append(last)
-    return SequentialPlan(tuple(looks), alpha, alpha / len(looks))
+    return SequentialPlan(tuple(looks), alpha, alpha / len(looks), attempt_pairs)

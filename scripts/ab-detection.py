@@ -94,6 +94,7 @@ def outcomes(results: Path) -> list[dict[str, Any]]:
                 "ratio": ab["ratio"],
                 "ci": ab["ratio_ci"],
                 "pairs": ab["pairs"],
+                "attempts": ab.get("attempts"),
                 "seconds": ab["seconds"],
             }
         )
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"level": level, "run": index, "exit_code": code, "seconds": seconds, "cases": found}
             )
             text = ", ".join(
-                f"{c['case'].split('/')[-1]} {c['outcome']} {c['ratio']:.3f} ({c['pairs']} pairs)"
+                f"{c['case'].split('/')[-1]} {c['outcome']} {c['ratio']:.3f} "
+                f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] ({c['pairs']} pairs, {c['seconds']:.0f} s)"
                 for c in found
             )
             print(f"{level:g}% run {index}/{args.runs} ({seconds:.0f} s): {text}", flush=True)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from perfsuite.ab.client import BaseWorker, WorkerDied, WorkerStartError
 from perfsuite.ab.protocol import PROTOCOL_VERSION, RemoteError
 from perfsuite.ab.schedule import run_pairs
-from perfsuite.stats import sequential_plan
+from perfsuite.stats import SequentialPlan, sequential_plan
 
 if TYPE_CHECKING:
-    from perfsuite.runner import CaseResult, PreparedCase
+    from perfsuite.runner import CaseResult, CaseSlot, PreparedCase
 
 __all__ = [
     "ABError",
@@ -47,9 +47,11 @@ class ABSettings:
     """How one session compares with the base. Times in seconds."""
 
     python: str
-    min_pairs: int = 10
+    min_pairs: int = 40
     max_pairs: int = 160
     max_seconds: float = 300.0
+    #: Pairs per attempt; both sides prepare an eager case again between attempts.
+    attempt_pairs: int = 10
     alpha: float = DEFAULT_ALPHA
     #: Building, compiling and warming up one case in the base (a full-size compile takes minutes).
     open_timeout_s: float = 3600.0
@@ -57,9 +59,12 @@ class ABSettings:
     call_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        sequential_plan(self.min_pairs, self.max_pairs, self.alpha)  # validates the three
+        self.plan()  # validates the four
         if self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
+
+    def plan(self) -> SequentialPlan:
+        return sequential_plan(self.min_pairs, self.max_pairs, self.alpha, self.attempt_pairs)
 
 
 class ABSkip(Exception):
@@ -115,6 +120,12 @@ def _fidelity(head_image: Any, base_image: Any, what: str) -> dict[str, Any]:
     }
 
 
+def _head(slot: CaseSlot) -> PreparedCase:
+    if slot.prepared is None:
+        raise RuntimeError("the head's case is not prepared")
+    return slot.prepared
+
+
 class ABSession:
     """The base worker of one session, started again after it dies."""
 
@@ -168,8 +179,15 @@ class ABSession:
             reason = reply.get("reason")
             raise ABSkip(f"the base ({self.settings.python}) cannot run {model}/{combo}: {reason}")
 
-    def compare(self, prepared: PreparedCase, result: CaseResult, tolerance: float) -> dict[str, Any]:
-        """Prepare the same case in the base, time the pairs, compare the images: the ``ab`` section."""
+    def compare(self, slot: CaseSlot, result: CaseResult, tolerance: float) -> dict[str, Any]:
+        """Prepare the same case in the base, time the pairs, compare the images: the ``ab`` section.
+
+        Between attempts both sides prepare an eager case again, the head in ``slot`` and the base in
+        its worker, so that each attempt draws the two processes' offsets anew (see
+        :mod:`perfsuite.ab.schedule`). A compiled case keeps its prepared case (a compile per attempt
+        would cost minutes): its attempts are blocks of pairs, and the section says so."""
+        prepared = slot.prepared
+        assert prepared is not None
         worker = self._ready()
         started = time.monotonic()
         case = {"model": prepared.spec.name, "combo": prepared.combo.id}
@@ -184,18 +202,25 @@ class ABSession:
             base_open_s = time.monotonic() - started
             slowest = max(result.latency.median, *opened.get("warmup_s") or [0.0])
             call_timeout = max(self.settings.call_timeout_s, 20.0 * slowest)
+
+            def refresh() -> None:
+                worker.request("open_case", {**case, "trace": False}, timeout_s=self.settings.open_timeout_s)
+                slot.reopen()
+
             outcome = run_pairs(
-                prepared.timed_call,
+                lambda: _head(slot).timed_call(),
                 lambda: float(worker.request("call", timeout_s=call_timeout)["seconds"]),
-                sequential_plan(self.settings.min_pairs, self.settings.max_pairs, self.settings.alpha),
+                self.settings.plan(),
                 1.0 + tolerance,
                 self.settings.max_seconds,
+                refresh=None if prepared.combo.compiles else refresh,
             )
             import numpy as np
 
             path = worker.folder / "image.npy"
             worker.request("image", {"path": str(path)}, timeout_s=call_timeout)
             base_image = np.load(path)
+            prepared = _head(slot)
             path.unlink()
             released = True
             worker.request("close_case", timeout_s=self.settings.open_timeout_s)

@@ -1,14 +1,19 @@
-"""ABBA order and adaptive sampling: time base and head call by call until the ratio is decided.
+"""ABBA order, attempts and adaptive sampling: time base and head call by call until the ratio is decided.
 
 Pair ``i`` times one base call and one head call back to back, the base first in even pairs and the
 head first in odd ones (A B, B A, A B, ...: the ABBA order), so each side runs first as often as
 second and the cost of switching between the two processes falls on both alike.
 
-The pairs are taken in batches given by a :class:`~perfsuite.stats.SequentialPlan`: after each batch
-the head/base ratio and its interval are computed (:func:`perfsuite.stats.paired_ratio`), and
-sampling stops as soon as the interval lies wholly above the bound (a regression) or wholly below it
-(a pass). Undecided at the last look, or when the next batch would overrun the time cap, the outcome
-is ``inconclusive``, never a pass. The first batch always runs whole. No torch here.
+Pairs are taken in **attempts** of ``plan.attempt_pairs`` pairs. Between two attempts ``refresh()``
+re-prepares both sides (untimed): two processes keep an offset of a few percent for as long as
+their prepared cases live, so the attempt, not the pair, is the unit of the interval
+(:func:`perfsuite.stats.attempt_ratio`), and each attempt draws its offsets anew.
+
+The attempts are taken in batches given by a :class:`~perfsuite.stats.SequentialPlan`: after each
+batch the head/base ratio and its interval are computed, and sampling stops as soon as the interval
+lies wholly above the bound (a regression) or wholly below it (a pass). Undecided at the last look,
+or when the next attempt would overrun the time cap, the outcome is ``inconclusive``, never a pass.
+The first batch always runs whole. No torch here.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from perfsuite.stats import PairedRatio, SequentialPlan, paired_ratio
+from perfsuite.stats import PairedRatio, SequentialPlan, attempt_ratio
 
 __all__ = ["INCONCLUSIVE", "PASS", "REGRESSION", "Outcome", "Pair", "run_pairs"]
 
@@ -27,12 +32,14 @@ REGRESSION, PASS, INCONCLUSIVE = "regression", "pass", "inconclusive"
 
 @dataclass(frozen=True)
 class Pair:
-    """One base call and one head call, timed back to back; ``started_s`` counts from the first pair."""
+    """One base call and one head call, timed back to back; ``started_s`` counts from the first pair,
+    ``attempt`` numbers the attempt (from 0)."""
 
     head_s: float
     base_s: float
     head_first: bool
     started_s: float
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class Outcome:
     plan: SequentialPlan
     bound: float
     seconds: float
+    #: Whether the sides were re-prepared between attempts (False: the attempts are blocks of pairs).
+    refreshed: bool = False
+    #: Seconds spent re-preparing between attempts (included in ``seconds``).
+    refresh_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +66,12 @@ class Outcome:
             "base_samples_s": [p.base_s for p in self.pairs],
             "head_first": [p.head_first for p in self.pairs],
             "started_s": [p.started_s for p in self.pairs],
+            "attempt": [p.attempt for p in self.pairs],
+            "attempts": self.ratio.attempts,
+            "attempt_pairs": self.plan.attempt_pairs,
+            "attempt_ratios": list(self.ratio.attempt_estimates),
+            "refreshed": self.refreshed,
+            "refresh_s": self.refresh_s,
             "ratio": self.ratio.estimate,
             "ratio_ci": [self.ratio.ci_low, self.ratio.ci_high],
             "confidence": self.ratio.confidence,
@@ -83,27 +100,39 @@ def run_pairs(
     bound: float,
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
+    refresh: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Time pairs in ABBA order along ``plan`` until the head/base ratio's interval lies wholly above
-    or below ``bound`` (e.g. ``1 + ab_tolerance``), the last look, or ``max_seconds`` of pairs.
+    """Time pairs in ABBA order, in attempts, along ``plan`` until the head/base ratio's interval lies
+    wholly above or below ``bound`` (e.g. ``1 + ab_tolerance``), the last look, or ``max_seconds``.
 
-    ``head_call`` and ``base_call`` each run one timed call and return its seconds.
+    ``head_call`` and ``base_call`` each run one timed call and return its seconds. ``refresh``, when
+    given, re-prepares both sides between two attempts; its time counts towards ``max_seconds``.
     """
     if max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
+    size = plan.attempt_pairs
     start = clock()
     pairs: list[Pair] = []
     looks: list[int] = []
     ratio: PairedRatio | None = None
     stopped = "max pairs"
+    refresh_s = 0.0
     for look in plan.looks:
         capped = False
         while len(pairs) < look:
+            attempt = len(pairs) // size
+            if len(pairs) % size == 0 and attempt > 0:
+                elapsed = clock() - start
+                # Past the first batch, an attempt starts only if one more, at the mean cost so far,
+                # ends within the cap.
+                if looks and elapsed + elapsed / attempt > max_seconds:
+                    capped = True
+                    break
+                if refresh is not None:
+                    began = clock()
+                    refresh()
+                    refresh_s += clock() - began
             elapsed = clock() - start
-            # Two pairs at a time past the first batch: every look keeps as many of each order.
-            if looks and len(pairs) % 2 == 0 and elapsed + 2 * elapsed / len(pairs) > max_seconds:
-                capped = True
-                break
             head_first = len(pairs) % 2 == 1
             if head_first:
                 head_s = head_call()
@@ -111,11 +140,11 @@ def run_pairs(
             else:
                 base_s = base_call()
                 head_s = head_call()
-            pairs.append(Pair(head_s, base_s, head_first, elapsed))
+            pairs.append(Pair(head_s, base_s, head_first, elapsed, attempt))
         if not looks or len(pairs) > looks[-1]:
             looks.append(len(pairs))
             head, base = [p.head_s for p in pairs], [p.base_s for p in pairs]
-            ratio = paired_ratio(head, base, plan.confidence_per_look)
+            ratio = attempt_ratio(head, base, [p.attempt for p in pairs], plan.confidence_per_look)
             if _decision(ratio, bound) != INCONCLUSIVE:
                 stopped = "decided"
                 break
@@ -132,4 +161,6 @@ def run_pairs(
         plan=plan,
         bound=bound,
         seconds=clock() - start,
+        refreshed=refresh is not None,
+        refresh_s=refresh_s,
     )

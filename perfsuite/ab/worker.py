@@ -13,6 +13,7 @@ the end of its stdin, and it ignores Ctrl-C so that the head decides when it sto
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import signal
 import sys
@@ -171,6 +172,9 @@ class Worker:
 
         self.close_case({})
         model, combo = str(args["model"]), parse_combo(str(args["combo"]))
+        settings = session.settings
+        if "trace" in args:  # a case prepared again between attempts skips its profiled call
+            settings = dataclasses.replace(settings, trace=bool(args["trace"]))
         spec = session.spec(model)
         # The resident fp32 pipelines match the head's (its base pipeline and its reference), so the
         # peak memory of both sides covers the same things.
@@ -182,7 +186,7 @@ class Worker:
             if combo.compiles and self.cache_root:
                 stack.enter_context(fresh_compile_caches(self.cache_root))
             make_pipe = lambda dtype: session.fresh_pipe(model, dtype)  # noqa: E731
-            prepared = stack.enter_context(open_case(spec, combo, make_pipe, target, session.settings))
+            prepared = stack.enter_context(open_case(spec, combo, make_pipe, target, settings))
         except BaseException:
             stack.close()
             raise

@@ -17,15 +17,20 @@ import pytest
 pytest_plugins = ["pytester"]
 
 FAST = ("--perf-device=cpu", "--perf-steps=2", "--perf-rounds=3", "--perf-warmup=1", "-p", "no:randomly")
-AB = ("--perf-ab-min-pairs=8", "--perf-ab-max-pairs=16", "--perf-ab-max-seconds=120")
+AB = (
+    "--perf-ab-attempt-pairs=4",
+    "--perf-ab-min-pairs=8",
+    "--perf-ab-max-pairs=16",
+    "--perf-ab-max-seconds=120",
+)
 TOKEN_ENV = "PERFSUITE_AB_TEST_TOKEN"
 
 # In the head only (a conftest, which the base worker never loads): a technique the base does not
 # know; a UNet that takes five times as long when its weights are channels_last (so large that a
 # loaded 2-core machine, whose calls vary 2x, still decides within 16 pairs); and, for fp32, a head
-# whose paired calls read alternately 1x and 2x their time, so that the head/base ratio never settles
-# on either side of its bound of 1.5 (an A/A ratio cannot be relied on to stay undecided: on a loaded
-# machine it has decided at 0.96).
+# whose calls read 2x their time in every other attempt (of 4 pairs), so that the attempts disagree
+# and the head/base ratio never settles on either side of its bound of 1.5 (an A/A ratio cannot be
+# relied on to stay undecided: on a loaded machine it has decided at 0.96).
 HEAD_CONFTEST = """
 import time
 
@@ -67,17 +72,17 @@ def alternating(head_call):
     def call():
         seconds = head_call()
         calls[0] += 1
-        return 2 * seconds if calls[0] % 2 else seconds
+        return 2 * seconds if (calls[0] - 1) // 4 % 2 == 0 else seconds
 
     return call
 
 
-def compare(self, prepared, result, tolerance):
-    if prepared.combo.id != "fp32":
-        return _compare(self, prepared, result, tolerance)
+def compare(self, slot, result, tolerance):
+    if slot.prepared.combo.id != "fp32":
+        return _compare(self, slot, result, tolerance)
     ab_head.run_pairs = lambda head_call, *args, **kwargs: _run_pairs(alternating(head_call), *args, **kwargs)
     try:
-        return _compare(self, prepared, result, tolerance)
+        return _compare(self, slot, result, tolerance)
     finally:
         ab_head.run_pairs = _run_pairs
 
@@ -89,7 +94,7 @@ TOLERANCES = """
 [[rule]]
 combo = 'fp32'
 ab_tolerance = 0.5
-note = "paired head calls alternate 1x and 2x: the interval spans 1.5, so the comparison cannot decide"
+note = "head calls read 2x in every other attempt: the interval spans 1.5, so the comparison cannot decide"
 
 [[rule]]
 combo = 'fp32+sdpa-math'
@@ -160,9 +165,12 @@ def test_base_and_head_in_one_run(project, token):
     assert undecided["ratio_ci"][0] < 1.5 < undecided["ratio_ci"][1]
     assert cases["fp32+channels-last"]["status"] == "fail"
     same = cases["fp32+sdpa-math"]["measurement"]["ab"]
-    assert same["pairs"] == 8 and same["decision"] == "pass" and same["version_changes"] == []
+    assert same["pairs"] in (8, 16) and same["decision"] == "pass" and same["version_changes"] == []
     assert same["fidelity"]["ssim"] == 1.0  # same code, same seed: the very same image
-    assert len(same["head_samples_s"]) == len(same["base_samples_s"]) == 8
+    assert len(same["head_samples_s"]) == len(same["base_samples_s"]) == same["pairs"]
+    # Eager: both sides prepared the case again between its attempts of 4 pairs.
+    assert same["refreshed"] is True and same["attempts"] == same["pairs"] // 4
+    assert same["attempt"] == [pair // 4 for pair in range(same["pairs"])] and same["refresh_s"] > 0
     assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
     slow = cases["fp32+channels-last"]["measurement"]["ab"]
     assert slow["decision"] == "regression" and slow["ratio"] > 2
@@ -273,9 +281,11 @@ def test_a_bad_base_is_refused_before_anything_runs(project, tmp_path):
         f"--perf-ab-base={sys.executable}", "--perf-ab-min-pairs=20", "--perf-ab-max-pairs=10"
     )
     assert pairs.ret == pytest.ExitCode.USAGE_ERROR
-    pairs.stderr.fnmatch_lines(
-        ["ERROR: --perf-ab-min-pairs/--perf-ab-max-pairs: need 2 <= min_pairs <= max_pairs*"]
-    )
+    flags = "--perf-ab-attempt-pairs/--perf-ab-min-pairs/--perf-ab-max-pairs"
+    pairs.stderr.fnmatch_lines([f"ERROR: {flags}: need 2 attempts <= min_pairs <= max_pairs*"])
+    odd = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-ab-attempt-pairs=5")
+    assert odd.ret == pytest.ExitCode.USAGE_ERROR
+    odd.stderr.fnmatch_lines([f"ERROR: {flags}: attempt_pairs must be an even number of at least 2, got 5"])
     both = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-update-baselines")
     assert both.ret == pytest.ExitCode.USAGE_ERROR
     both.stderr.fnmatch_lines(["*--perf-ab-base compares with another environment*run them separately*"])

@@ -42,9 +42,15 @@ def ab_section(
         now[0] += seconds
         return seconds
 
-    plan = sequential_plan(10, max_pairs, 0.01)
+    plan = sequential_plan(min(40, max_pairs), max_pairs, 0.01, 10)
     outcome = run_pairs(
-        lambda: call(0.3 * ratio), lambda: call(0.3), plan, 1 + tolerance, 1e9, lambda: now[0]
+        lambda: call(0.3 * ratio),
+        lambda: call(0.3),
+        plan,
+        1 + tolerance,
+        1e9,
+        lambda: now[0],
+        refresh=lambda: None,
     )
     head = [p.head_s for p in outcome.pairs]
     base = [p.base_s for p in outcome.pairs]

@@ -46,7 +46,7 @@ def test_rows_show_each_compared_case_with_its_outcome():
     assert rows["fp32"].outcome == "pass" and not rows["fp32"].failed
     assert rows["bf16"].outcome == "FAIL (latency)" and rows["bf16"].failed
     assert rows["bf16+sdpa-flash"].outcome == "inconclusive"
-    assert rows["fp32"].ratio.startswith("1.0") and rows["fp32"].pairs == "10"
+    assert rows["fp32"].ratio.startswith("1.0") and rows["fp32"].pairs == "40"
     assert rows["fp32"].memory == "+1.8%" and rows["fp32"].ssim == "0.9999"
     statuses = {case["combo"]: case["status"] for case in document["cases"]}
     assert statuses == {
@@ -71,7 +71,7 @@ def test_results_json_keeps_the_ab_section_and_older_readers_fields(tmp_path):
     files = write_report(tmp_path, ab_document())
     loaded = load_results(files.results)
     section = loaded["cases"][0]["measurement"]["ab"]
-    assert section["pairs"] == 10 and len(section["head_samples_s"]) == 10 and section["ratio_ci"][0] < 1.05
+    assert section["pairs"] == 40 and len(section["head_samples_s"]) == 40 and section["ratio_ci"][0] < 1.05
     assert loaded["schema_version"] == 1 and loaded["cases"][2]["status"] == "inconclusive"
 
 
