@@ -531,7 +531,7 @@ def paired_ratio(
     )
 
 
-ATTEMPT_METHOD = "per-attempt hodges-lehmann of log ratios, student t interval over attempts"
+ATTEMPT_METHOD = "per-attempt hodges-lehmann of abba-block log ratios, student t interval over attempts"
 
 
 def attempt_ratio(
@@ -546,11 +546,16 @@ def attempt_ratio(
     Two processes that do the same work keep an offset of a few percent for as long as they live (a
     memory layout, a page placement), which no number of pairs between the same two averages away:
     the pair-level interval of :func:`paired_ratio` then narrows around the offset. An attempt
-    re-prepares both sides, so each draws its offset anew. Within an attempt the estimate is the
-    Hodges-Lehmann pseudo-median of the log ratios (robust to a stray slow call); across attempts the
-    interval is Student's t on those estimates (``scipy.stats.ttest_1samp``), whose spread holds the
-    offsets and the call noise alike. The attempt estimates are averages, which the t interval needs
-    to be near-normal; it needs two attempts at least.
+    re-prepares both sides, so each draws its offset anew.
+
+    Within an attempt the pairs come in ABBA order (base first, then head first, ...), and which call
+    of a pair goes first moves the ratio by a few percent either way; so consecutive pairs are
+    averaged into blocks (one of each order: the order effect cancels in each block), and the
+    attempt's estimate is the Hodges-Lehmann pseudo-median of its blocks' log ratios (robust to a
+    stray slow call). Across attempts the interval is Student's t on those estimates
+    (``scipy.stats.ttest_1samp``), whose spread holds the offsets and the call noise alike; the
+    estimates are averages, which the t interval needs to be near-normal, and it needs two attempts.
+    An attempt with an odd number of pairs keeps its last pair as a block of its own.
     """
     num = _as_samples(numerator_samples, "numerator_samples")
     den = _as_samples(denominator_samples, "denominator_samples")
@@ -562,9 +567,12 @@ def attempt_ratio(
         raise ValueError("paired samples must be strictly positive: a zero time has no ratio")
     confidence = _check_confidence(confidence)
     logs = np.log(np.asarray(num, dtype=np.float64)) - np.log(np.asarray(den, dtype=np.float64))
-    order = list(dict.fromkeys(groups))
     keyed = np.asarray(groups)
-    estimates = [hodges_lehmann(logs[keyed == a].tolist()).estimate for a in order]
+    estimates = []
+    for attempt in dict.fromkeys(groups):
+        mine = logs[keyed == attempt]
+        blocks = [float(np.mean(mine[i : i + 2])) for i in range(0, mine.size, 2)]
+        estimates.append(hodges_lehmann(blocks).estimate)
     centre = float(np.mean(estimates))
     reaches = len(estimates) >= 2
     if not reaches:

@@ -207,13 +207,19 @@ class ABSession:
                 worker.request("open_case", {**case, "trace": False}, timeout_s=self.settings.open_timeout_s)
                 slot.reopen()
 
+            eager = not prepared.combo.compiles
+            if eager:
+                # The head's case has just run its rounds, the base's was only warmed up: prepared
+                # again, the head starts the first attempt as the base does and as every later one.
+                slot.reopen()
+
             outcome = run_pairs(
                 lambda: _head(slot).timed_call(),
                 lambda: float(worker.request("call", timeout_s=call_timeout)["seconds"]),
                 self.settings.plan(),
                 1.0 + tolerance,
                 self.settings.max_seconds,
-                refresh=None if prepared.combo.compiles else refresh,
+                refresh=refresh if eager else None,
             )
             import numpy as np
 

@@ -178,7 +178,8 @@ def _wrap(text: str) -> list[str]:
 
 def ab_chart(case_id: str, ab: Mapping[str, Any]) -> bytes | None:
     """PNG bytes: base and head latency per pair over time (top), the per-pair ratio with the
-    interval and the bound (bottom). None when the section holds no paired samples."""
+    interval and the bound (bottom), dotted lines where an attempt begins. None when the section
+    holds no paired samples."""
     head = [float(v) for v in ab.get("head_samples_s") or []]
     base = [float(v) for v in ab.get("base_samples_s") or []]
     started = [float(v) for v in ab.get("started_s") or []]
@@ -203,6 +204,13 @@ def ab_chart(case_id: str, ab: Mapping[str, Any]) -> bytes | None:
     if bound is not None:
         bottom.axhline(bound, color="#c44e52", linestyle="--", linewidth=1, label=f"bound {bound:.3f}")
     bottom.axhline(1.0, color="#999999", linewidth=0.8)
+    attempts = list(ab.get("attempt") or [])
+    if len(attempts) == len(started):
+        # Where both sides were prepared again (or, for a compiled case, a new block of pairs began).
+        for index in range(1, len(attempts)):
+            if attempts[index] != attempts[index - 1]:
+                for axes in (top, bottom):
+                    axes.axvline(started[index], color="#bbbbbb", linewidth=0.7, linestyle=":")
     bottom.set_ylabel("head / base", fontsize=9)
     bottom.set_xlabel("seconds since the first pair", fontsize=9)
     bottom.legend(fontsize=7, loc="upper right")

@@ -24,12 +24,15 @@ readers ignore it; a case status ``inconclusive`` says that the comparison did n
     "ab": {"protocol": 1, "tolerance": 0.05, "bound": 1.05,
            "pairs": 40, "head_samples_s": [...], "base_samples_s": [...],   # one per pair, in order
            "head_first": [false, true, ...], "started_s": [...],            # ABBA order; time of each pair
-           "ratio": 1.012, "ratio_ci": [0.995, 1.031],                      # head/base, Hodges-Lehmann
-           "confidence": 0.996, "coverage": 0.9961, "method": str,          # the interval of the last look
+           "attempt": [0, 0, ..., 1, ...], "attempt_pairs": 10,             # the attempt of each pair
+           "attempts": 4, "attempt_ratios": [1.004, 0.991, ...],            # each attempt's head/base
+           "refreshed": true, "refresh_s": float,          # both sides prepared again between attempts
+           "ratio": 1.012, "ratio_ci": [0.995, 1.031],     # head/base: mean over attempts, t interval
+           "confidence": 0.9933, "coverage": 0.9933, "method": str,         # the interval of the last look
            "decision": "pass" | "regression" | "inconclusive",
            "stopped": "decided" | "max pairs" | "max seconds",
-           "looks": [10, 20, 40], "planned_looks": [10, 20, 40, 80, 160],
-           "alpha": 0.01, "alpha_per_look": 0.002, "pairs_s": float, "seconds": float, "base_open_s": float,
+           "looks": [40, 80], "planned_looks": [40, 80, 160],
+           "alpha": 0.01, "alpha_per_look": 0.00333, "pairs_s": float, "seconds": float, "base_open_s": float,
            "head_latency_median_s": float, "base_latency_median_s": float,
            "head_peak_mem_bytes": int, "base_peak_mem_bytes": int,
            "head_peak_mem_kind": str, "base_peak_mem_kind": str,

@@ -177,3 +177,20 @@ def test_one_attempt_cannot_reach_a_confidence_and_bad_attempts_are_refused():
     assert same.ci_low == same.ci_high == pytest.approx(2.0) and same.position(1.5) == "above"
     with pytest.raises(ValueError, match="equal lengths"):
         attempt_ratio([1.0, 1.0], [1.0, 1.0], [0])
+
+
+def test_the_order_effect_within_pairs_cancels_in_abba_blocks():
+    """The first call of a pair runs 5% slower than the second: head-first pairs read 1.05, base-first
+    pairs 1/1.05. Each ABBA block holds one of each, so every attempt reads 1.0 and the interval is
+    tight, where the pairs alone spread by 10%."""
+    rng = np.random.default_rng(3)
+    head, base, attempts = [], [], []
+    for pair in range(40):
+        first = 1.05 if pair % 2 else 1 / 1.05  # odd pairs: the head goes first
+        noise = float(np.exp(rng.normal(0, 0.002)))
+        head.append(0.3 * first * noise)
+        base.append(0.3)
+        attempts.append(pair // 10)
+    found = attempt_ratio(head, base, attempts, 0.99)
+    assert all(abs(e - 1.0) < 0.005 for e in found.attempt_estimates)
+    assert 0.99 < found.ci_low <= found.ci_high < 1.01
