@@ -348,6 +348,10 @@ def relative_change(old: float, new: float) -> float:
 # assumes only that the log-ratios are independent and symmetric about their centre, which the ABBA
 # order (pairs alternate which side goes first) gives by design when base and head do the same work.
 #
+# An A/B run takes its pairs in attempts, both sides prepared again between them, and uses
+# :func:`attempt_ratio` (the attempt is the unit of the interval); :func:`paired_ratio` is the interval
+# for pairs that are independent draws on their own.
+#
 # Sampling is sequential: look at the interval after a first batch of pairs, double the pairs while
 # it is undecided, stop at a cap. Each look is a chance of a wrong decision, so the overall error
 # rate alpha is split evenly over the planned looks (Bonferroni): at most alpha across all looks,

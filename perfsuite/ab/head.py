@@ -4,10 +4,10 @@
 ``--perf-ab-base`` is refused before anything runs), sets it up like the head (device, threads,
 steps and size, warm-up) before the first case, and starts a new one for the next case when a worker
 died. :meth:`ABSession.compare` runs while the head's case is still prepared: the base prepares the
-same case, then the pairs are timed in ABBA order (:func:`perfsuite.ab.schedule.run_pairs`), then the
-two images are compared. It returns the ``ab`` section of the case's measurement, which
-:func:`perfsuite.gate.check_ab` judges. Plain Python: :mod:`perfsuite.plugin` turns the errors into
-skips and failures.
+same case, then the pairs are timed in ABBA order, in attempts between which both sides prepare the
+case again (:func:`perfsuite.ab.schedule.run_pairs`), then the two images are compared. It returns
+the ``ab`` section of the case's measurement, which :func:`perfsuite.gate.check_ab` judges. Plain
+Python: :mod:`perfsuite.plugin` turns the errors into skips and failures.
 """
 
 from __future__ import annotations
