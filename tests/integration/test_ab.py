@@ -252,7 +252,16 @@ def test_ctrl_c_leaves_no_base_worker_behind(project, token, tmp_path):
     base = killing_base(tmp_path, marker, started)
     args = (*FAST, "--perf-ab-min-pairs=400", "--perf-ab-max-pairs=400", "--perf-ab-max-seconds=600",
             "--perf-preset=single", "-k", "fp32]", f"--perf-ab-base={base}")  # fmt: skip
-    process = project.popen([sys.executable, "-m", "pytest", *args], stdout=None, stderr=None, stdin=None)
+    # A shell's background job (`command &`, as a CI runner or nohup may start this suite) inherits
+    # SIGINT ignored, and Python then never installs its handler: give the run the default, as a
+    # terminal would, so that the test sends the Ctrl-C a user would.
+    process = project.popen(
+        [sys.executable, "-m", "pytest", *args],
+        stdout=None,
+        stderr=None,
+        stdin=None,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 600
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
