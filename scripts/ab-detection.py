@@ -10,6 +10,17 @@ and the pairs and seconds each case took (from ``results.json``).
 
     python scripts/ab-detection.py --levels 0,3,5,10,15 --runs 10 --out ab-detection
     python scripts/ab-detection.py --levels 10 --runs 2 --where bf16-unet -- -k "bf16]"
+    python scripts/ab-detection.py --levels 0,10 --runs 20 --out ab-single --max-minutes 120 --resume
+
+The runs go run-major: run 1 of every level, then run 2 of every level, and so on, so that the
+levels share the machine's slow and fast phases instead of one level taking all of one phase. Each
+finished run leaves ``level-L-run-NN.json`` (its exit code and seconds) beside its report folder;
+``--resume`` keeps those runs and measures only the missing ones, and ``--max-minutes`` starts no new
+run after that long. Together they split a measurement of many hours over several sittings: the
+table is written after every run, and says how many of the asked runs each level has.
+
+Exit status: 0 when every asked run is measured and no A/A run had a false alarm, 1 on a false alarm,
+2 when a run measured no A/B case (its log says why), 3 when ``--max-minutes`` stopped it early.
 
 The base defaults to this Python (an A/A comparison of one environment with itself). Extra pytest
 arguments go after ``--``; the default selection is the eager combos of the ``single`` preset on
@@ -70,6 +81,20 @@ def run_suite(
     return code, time.monotonic() - started
 
 
+def record_path(out: Path, level: float, index: int) -> Path:
+    """Where a finished run's record (level, run, exit code, seconds, cases) is kept."""
+    return out / f"level-{level:g}-run-{index:02d}.json"
+
+
+def load_record(out: Path, level: float, index: int) -> dict[str, Any] | None:
+    """The record of a finished run, or None when the run is missing or left no A/B case."""
+    path = record_path(out, level, index)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("cases") else None
+
+
 def outcomes(results: Path) -> list[dict[str, Any]]:
     """Per compared case: its A/B outcome (caught / inconclusive / passed), pairs and seconds."""
     if not results.exists():
@@ -101,27 +126,72 @@ def outcomes(results: Path) -> list[dict[str, Any]]:
     return found
 
 
-def summarize(level: float, cases: list[dict[str, Any]], runs: int, wall_s: list[float]) -> dict[str, Any]:
+def summarize(level: float, records: list[dict[str, Any]], asked: int) -> dict[str, Any]:
+    """One level's row: per compared case, and per run (a run is one pytest session of every case).
+
+    At level 0 a run is a false alarm when any of its cases was caught; above 0 a run is caught when
+    every one of its cases was caught, the strict reading of "the run caught the slowdown".
+    """
+    cases = [c for r in records for c in r["cases"]]
     count = len(cases)
 
     def share(outcome: str) -> int:
         return sum(1 for c in cases if c["outcome"] == outcome)
 
+    def runs_where(test: Any) -> int:
+        return sum(1 for r in records if test([c["outcome"] for c in r["cases"]]))
+
     pairs = [c["pairs"] for c in cases] or [0]
     seconds = [c["seconds"] for c in cases] or [0.0]
+    ratios = [c["ratio"] for c in cases] or [float("nan")]
+    wall_s = [r["seconds"] for r in records]
     return {
         "slowdown_percent": level,
-        "runs": runs,
+        "runs": len(records),
+        "runs_asked": asked,
         "cases": count,
         "caught": share("caught"),
         "inconclusive": share("inconclusive"),
         "passed": share("passed"),
+        "runs_any_caught": runs_where(lambda o: "caught" in o),
+        "runs_all_caught": runs_where(lambda o: all(x == "caught" for x in o)),
+        "runs_any_inconclusive": runs_where(lambda o: "inconclusive" in o),
         "pairs_median": statistics.median(pairs),
         "pairs_max": max(pairs),
         "seconds_median": statistics.median(seconds),
         "seconds_max": max(seconds),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
         "run_seconds_median": statistics.median(wall_s) if wall_s else 0.0,
+        "run_seconds_total": sum(wall_s),
     }
+
+
+def per_case(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (level, case): how often that case was caught, left inconclusive or passed."""
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for record in records:
+        for case in record["cases"]:
+            groups.setdefault((record["level"], case["case"]), []).append(case)
+    rows = []
+    for (level, name), cases in sorted(groups.items()):
+        rows.append(
+            {
+                "slowdown_percent": level,
+                "case": name,
+                "runs": len(cases),
+                "caught": sum(1 for c in cases if c["outcome"] == "caught"),
+                "inconclusive": sum(1 for c in cases if c["outcome"] == "inconclusive"),
+                "passed": sum(1 for c in cases if c["outcome"] == "passed"),
+                "ratio_min": min(c["ratio"] for c in cases),
+                "ratio_max": max(c["ratio"] for c in cases),
+                "lower_min": min(c["ci"][0] for c in cases),
+                "upper_max": max(c["ci"][1] for c in cases),
+                "pairs_median": statistics.median(c["pairs"] for c in cases),
+                "seconds_median": statistics.median(c["seconds"] for c in cases),
+            }
+        )
+    return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -135,13 +205,55 @@ def table(rows: list[dict[str, Any]]) -> str:
         caught = f"{r['caught']} ({r['caught'] / n:.0%})" + (
             " false alarms" if r["slowdown_percent"] == 0 else ""
         )
+        runs = f"{r['runs']}" if r["runs"] == r["runs_asked"] else f"{r['runs']} of {r['runs_asked']}"
         lines.append(
-            f"| {r['slowdown_percent']:g}% | {r['runs']} | {r['cases']} | {caught} | "
+            f"| {r['slowdown_percent']:g}% | {runs} | {r['cases']} | {caught} | "
             f"{r['inconclusive']} ({r['inconclusive'] / n:.0%}) | {r['passed']} ({r['passed'] / n:.0%}) | "
             f"{r['pairs_median']:g} / {r['pairs_max']:g} | "
             f"{r['seconds_median']:.0f} / {r['seconds_max']:.0f} |"
         )
+    lines += [
+        "",
+        "| head slower by | runs | runs with a case caught | runs with every case caught "
+        "| runs with a case inconclusive | minutes per run (median / all) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['slowdown_percent']:g}% | {r['runs']} | {r['runs_any_caught']} | {r['runs_all_caught']} | "
+            f"{r['runs_any_inconclusive']} | {r['run_seconds_median'] / 60:.1f} / "
+            f"{r['run_seconds_total'] / 60:.0f} |"
+        )
     return "\n".join(lines)
+
+
+def case_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| head slower by | case | runs | caught | inconclusive | passed | estimates | interval bounds "
+        "| pairs (median) | seconds (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['slowdown_percent']:g}% | `{r['case']}` | {r['runs']} | {r['caught']} | "
+            f"{r['inconclusive']} | {r['passed']} | {r['ratio_min']:.3f} to {r['ratio_max']:.3f} | "
+            f"{r['lower_min']:.3f} to {r['upper_max']:.3f} | {r['pairs_median']:g} | "
+            f"{r['seconds_median']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path, where: str, levels: list[float], asked: int, records: list[dict[str, Any]]
+) -> str:
+    """Write detection.md and detection.json from every finished run; returns the markdown."""
+    rows = [summarize(level, [r for r in records if r["level"] == level], asked) for level in levels]
+    cases = per_case(records)
+    report = table(rows) + "\n\nPer case:\n\n" + case_table(cases)
+    (out / "detection.md").write_text(report + "\n", encoding="utf-8")
+    document = {"where": where, "levels": rows, "cases": cases, "runs": records}
+    (out / "detection.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,20 +270,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=sys.executable, help="the base interpreter (default: this one)")
     parser.add_argument("--rounds", type=int, default=3, help="the head's own rounds per case (default 3)")
     parser.add_argument("--out", type=Path, default=Path("ab-detection"), help="folder for reports and logs")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs already finished in --out; measure the rest"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no new run after this many minutes; --resume continues later",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        parser.error("--max-minutes must be positive")
     try:
         levels = [float(level) for level in args.levels.split(",")]
     except ValueError:
         parser.error(f"--levels: expected comma-separated percentages, got {args.levels!r}")
+    if len(set(levels)) != len(levels):
+        parser.error(f"--levels: each level once, got {args.levels!r}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, details = [], []
-    for level in levels:
-        cases: list[dict[str, Any]] = []
-        wall_s: list[float] = []
-        for index in range(1, args.runs + 1):
+    if not args.resume and any(args.out.glob("level-*-run-*.json")):
+        parser.error(f"{args.out} holds finished runs: pass --resume to keep them, or choose another --out")
+    started = time.monotonic()
+    records: list[dict[str, Any]] = []
+    stopped = False
+    for index in range(1, args.runs + 1):
+        for level in levels:
+            kept = load_record(args.out, level, index) if args.resume else None
+            if kept is not None:
+                records.append(kept)
+                continue
+            if args.max_minutes is not None and time.monotonic() - started > args.max_minutes * 60:
+                stopped = True
+                break
             folder = args.out / f"level-{level:g}-run-{index:02d}"
             code, seconds = run_suite(
                 folder, args.base, level / 100, args.where, args.rounds, args.pytest_args
@@ -180,26 +314,33 @@ def main(argv: list[str] | None = None) -> int:
             if not found:
                 print(f"{level:g}% run {index}: no A/B case was measured (exit {code}); see {folder}.log")
                 return 2
-            cases.extend(found)
-            wall_s.append(seconds)
-            details.append(
-                {"level": level, "run": index, "exit_code": code, "seconds": seconds, "cases": found}
-            )
+            record = {"level": level, "run": index, "exit_code": code, "seconds": seconds, "cases": found}
+            # Written whole, then renamed: a run cut off mid-write is measured again on --resume.
+            partial = record_path(args.out, level, index).with_suffix(".json.partial")
+            partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            partial.replace(record_path(args.out, level, index))
+            records.append(record)
             text = ", ".join(
                 f"{c['case'].split('/')[-1]} {c['outcome']} {c['ratio']:.3f} "
                 f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] ({c['pairs']} pairs, {c['seconds']:.0f} s)"
                 for c in found
             )
             print(f"{level:g}% run {index}/{args.runs} ({seconds:.0f} s): {text}", flush=True)
-        rows.append(summarize(level, cases, args.runs, wall_s))
-    report = table(rows)
-    (args.out / "detection.md").write_text(report + "\n", encoding="utf-8")
-    (args.out / "detection.json").write_text(
-        json.dumps({"where": args.where, "levels": rows, "runs": details}, indent=2) + "\n"
-    )
+            write_report(args.out, args.where, levels, args.runs, records)
+        if stopped:
+            break
+    report = write_report(args.out, args.where, levels, args.runs, records)
     print(report)
-    false_alarms = sum(r["caught"] for r in rows if r["slowdown_percent"] == 0)
-    return 1 if false_alarms else 0
+    if stopped:
+        done = len(records)
+        print(
+            f"stopped after {args.max_minutes:g} min with {done} of {args.runs * len(levels)} runs; "
+            f"continue with the same arguments and --resume"
+        )
+    false_alarms = sum(1 for r in records if r["level"] == 0 for c in r["cases"] if c["outcome"] == "caught")
+    if false_alarms:
+        return 1
+    return 3 if stopped else 0
 
 
 if __name__ == "__main__":
