@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,7 @@ def summarize(level: float, records: list[dict[str, Any]], asked: int) -> dict[s
     """
     cases = [c for r in records for c in r["cases"]]
     count = len(cases)
-
-    def share(outcome: str) -> int:
-        return sum(1 for c in cases if c["outcome"] == outcome)
+    tally = Counter(c["outcome"] for c in cases)
 
     def runs_where(test: Any) -> int:
         return sum(1 for r in records if test([c["outcome"] for c in r["cases"]]))
@@ -150,9 +149,9 @@ def summarize(level: float, records: list[dict[str, Any]], asked: int) -> dict[s
         "runs": len(records),
         "runs_asked": asked,
         "cases": count,
-        "caught": share("caught"),
-        "inconclusive": share("inconclusive"),
-        "passed": share("passed"),
+        "caught": tally["caught"],
+        "inconclusive": tally["inconclusive"],
+        "passed": tally["passed"],
         "runs_any_caught": runs_where(lambda o: "caught" in o),
         "runs_all_caught": runs_where(lambda o: all(x == "caught" for x in o)),
         "runs_any_inconclusive": runs_where(lambda o: "inconclusive" in o),
@@ -175,14 +174,15 @@ def per_case(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups.setdefault((record["level"], case["case"]), []).append(case)
     rows = []
     for (level, name), cases in sorted(groups.items()):
+        tally = Counter(c["outcome"] for c in cases)
         rows.append(
             {
                 "slowdown_percent": level,
                 "case": name,
                 "runs": len(cases),
-                "caught": sum(1 for c in cases if c["outcome"] == "caught"),
-                "inconclusive": sum(1 for c in cases if c["outcome"] == "inconclusive"),
-                "passed": sum(1 for c in cases if c["outcome"] == "passed"),
+                "caught": tally["caught"],
+                "inconclusive": tally["inconclusive"],
+                "passed": tally["passed"],
                 "ratio_min": min(c["ratio"] for c in cases),
                 "ratio_max": max(c["ratio"] for c in cases),
                 "lower_min": min(c["ci"][0] for c in cases),
@@ -194,53 +194,103 @@ def per_case(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| head slower by | runs | cases | caught | inconclusive | passed | pairs per case (median / max) "
-        "| seconds per case (median / max) |",
-        "|---|---|---|---|---|---|---|---|",
+def markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: the header, its separator, then one line per row."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
     ]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    per_level = []
     for r in rows:
         n = r["cases"] or 1
         caught = f"{r['caught']} ({r['caught'] / n:.0%})" + (
             " false alarms" if r["slowdown_percent"] == 0 else ""
         )
         runs = f"{r['runs']}" if r["runs"] == r["runs_asked"] else f"{r['runs']} of {r['runs_asked']}"
-        lines.append(
-            f"| {r['slowdown_percent']:g}% | {runs} | {r['cases']} | {caught} | "
-            f"{r['inconclusive']} ({r['inconclusive'] / n:.0%}) | {r['passed']} ({r['passed'] / n:.0%}) | "
-            f"{r['pairs_median']:g} / {r['pairs_max']:g} | "
-            f"{r['seconds_median']:.0f} / {r['seconds_max']:.0f} |"
+        per_level.append(
+            [
+                f"{r['slowdown_percent']:g}%",
+                runs,
+                f"{r['cases']}",
+                caught,
+                f"{r['inconclusive']} ({r['inconclusive'] / n:.0%})",
+                f"{r['passed']} ({r['passed'] / n:.0%})",
+                f"{r['pairs_median']:g} / {r['pairs_max']:g}",
+                f"{r['seconds_median']:.0f} / {r['seconds_max']:.0f}",
+            ]
         )
-    lines += [
-        "",
-        "| head slower by | runs | runs with a case caught | runs with every case caught "
-        "| runs with a case inconclusive | minutes per run (median / all) |",
-        "|---|---|---|---|---|---|",
+    per_run = [
+        [
+            f"{r['slowdown_percent']:g}%",
+            f"{r['runs']}",
+            f"{r['runs_any_caught']}",
+            f"{r['runs_all_caught']}",
+            f"{r['runs_any_inconclusive']}",
+            f"{r['run_seconds_median'] / 60:.1f} / {r['run_seconds_total'] / 60:.0f}",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['slowdown_percent']:g}% | {r['runs']} | {r['runs_any_caught']} | {r['runs_all_caught']} | "
-            f"{r['runs_any_inconclusive']} | {r['run_seconds_median'] / 60:.1f} / "
-            f"{r['run_seconds_total'] / 60:.0f} |"
-        )
+    lines = markdown(
+        [
+            "head slower by",
+            "runs",
+            "cases",
+            "caught",
+            "inconclusive",
+            "passed",
+            "pairs per case (median / max)",
+            "seconds per case (median / max)",
+        ],
+        per_level,
+    )
+    lines.append("")
+    lines += markdown(
+        [
+            "head slower by",
+            "runs",
+            "runs with a case caught",
+            "runs with every case caught",
+            "runs with a case inconclusive",
+            "minutes per run (median / all)",
+        ],
+        per_run,
+    )
     return "\n".join(lines)
 
 
 def case_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| head slower by | case | runs | caught | inconclusive | passed | estimates | interval bounds "
-        "| pairs (median) | seconds (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    cells = [
+        [
+            f"{r['slowdown_percent']:g}%",
+            f"`{r['case']}`",
+            f"{r['runs']}",
+            f"{r['caught']}",
+            f"{r['inconclusive']}",
+            f"{r['passed']}",
+            f"{r['ratio_min']:.3f} to {r['ratio_max']:.3f}",
+            f"{r['lower_min']:.3f} to {r['upper_max']:.3f}",
+            f"{r['pairs_median']:g}",
+            f"{r['seconds_median']:.0f}",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['slowdown_percent']:g}% | `{r['case']}` | {r['runs']} | {r['caught']} | "
-            f"{r['inconclusive']} | {r['passed']} | {r['ratio_min']:.3f} to {r['ratio_max']:.3f} | "
-            f"{r['lower_min']:.3f} to {r['upper_max']:.3f} | {r['pairs_median']:g} | "
-            f"{r['seconds_median']:.0f} |"
-        )
-    return "\n".join(lines)
+    header = [
+        "head slower by",
+        "case",
+        "runs",
+        "caught",
+        "inconclusive",
+        "passed",
+        "estimates",
+        "interval bounds",
+        "pairs (median)",
+        "seconds (median)",
+    ]
+    return "\n".join(markdown(header, cells))
 
 
 def write_report(
