@@ -85,9 +85,12 @@ _BOUNDS: dict[str, tuple[float, float, str]] = {
         "a ratio >= 0 of the case's peak memory over the reference's (0.7 = 30% less)",
     ),
     "ab_tolerance": (0.0, math.inf, "a finite relative tolerance >= 0 (0.05 = head at most 5% slower)"),
+    "ab_max_pairs": (2.0, math.inf, "a whole number of pairs >= 2 (at most this many per A/B case)"),
+    "ab_max_seconds": (1.0, math.inf, "a finite number of seconds >= 1 (at most this long per A/B case)"),
 }
-#: Bounds that no check applies unless policy.toml sets them.
-OPTIONAL_BOUNDS = ("max_syncs_per_step", "max_memory_ratio")
+#: Bounds that no check applies unless policy.toml sets them (the ab_max_* caps: the options' defaults).
+OPTIONAL_BOUNDS = ("max_syncs_per_step", "max_memory_ratio", "ab_max_pairs", "ab_max_seconds")
+_WHOLE_BOUNDS = ("ab_max_pairs",)
 BOUND_KEYS: tuple[str, ...] = tuple(_BOUNDS)
 _BUILTIN_DEFAULTS = {
     "min_speedup": 0.0,
@@ -249,6 +252,10 @@ class Bounds:
     max_memory_ratio: float | None = None
     #: --perf-ab-base: how much slower than the base environment the head may be (0.05 = 5%).
     ab_tolerance: float = 0.05
+    #: --perf-ab-base: caps on one case's pairs and seconds, where a slow combo needs other caps than
+    #: the options' defaults (an option given on the command line wins).
+    ab_max_pairs: float | None = None
+    ab_max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +304,8 @@ def _bound_value(path: Path, where: str, key: str, value: Any) -> float:
         _fail(path, f"{where}: {key} = {value!r} is a {type(value).__name__}", f"accepted: {accepted}")
     if not (math.isfinite(value) and low <= value <= high):
         _fail(path, f"{where}: {key} = {value!r} is out of range", f"accepted: {accepted}")
+    if key in _WHOLE_BOUNDS and not float(value).is_integer():
+        _fail(path, f"{where}: {key} = {value!r} is not a whole number", f"accepted: {accepted}")
     return float(value)
 
 

@@ -604,7 +604,8 @@ def judge(
 AB_HINT = (
     "  an ab check compares this environment (head) with the base one (--perf-ab-base), call by call in "
     "the same run: an intended slowdown is accepted in review, or ab_tolerance raised in policy.toml; "
-    "an inconclusive one needs more pairs (--perf-ab-max-pairs, --perf-ab-max-seconds) or a quieter machine"
+    "an inconclusive one needs more pairs (--perf-ab-max-pairs, --perf-ab-max-seconds, or ab_max_pairs, "
+    "ab_max_seconds for its combo in policy.toml) or a quieter machine"
 )
 
 
@@ -665,6 +666,9 @@ def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
         status, why = PASS, f"the whole interval lies below {limit:.3f}"
     else:
         stopped = ab.get("stopped") or "the cap"
+        cap = {"max pairs": number(ab, "max_pairs"), "max seconds": number(ab, "max_seconds")}.get(stopped)
+        if cap is not None:  # absent from results written before the caps were recorded
+            stopped += f" {cap:g}" + (" s" if stopped == "max seconds" else "")
         status, why = INCONCLUSIVE, f"the interval still holds {limit:.3f} when sampling stopped ({stopped})"
     return Check("latency", "ab", status, obtained, expected, bound, source, f"{why}; {design}{differs}")
 

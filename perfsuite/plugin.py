@@ -20,8 +20,8 @@ from perfsuite import extensions, hardware, options
 from perfsuite.session import PerfCase, PerfSession, worker_payload, write_session_report, write_updates
 
 if TYPE_CHECKING:
-    from perfsuite.ab.head import ABSession
-    from perfsuite.baselines import Policy
+    from perfsuite.ab.head import ABSession, ABSettings
+    from perfsuite.baselines import Bounds, Policy
     from perfsuite.gate import Check
     from perfsuite.runner import CaseResult
 
@@ -171,15 +171,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--perf-ab-max-pairs",
         type=options.positive_int(2),
-        default=160,
-        help="A/B: at most this many pairs per case; undecided then, the case is inconclusive. Default: 160.",
+        default=None,
+        help="A/B: at most this many pairs per case; undecided then, the case is inconclusive. Default: "
+        "ab_max_pairs from policy.toml where a rule sets it, else 160; given here, it holds for every case.",
     )
     group.addoption(
         "--perf-ab-max-seconds",
         type=options.positive_float,
-        default=300.0,
+        default=None,
         help="A/B: stop taking pairs of a case after this many seconds (the first batch always runs); "
-        "undecided then, the case is inconclusive. Default: 300.",
+        "undecided then, the case is inconclusive. Default: ab_max_seconds from policy.toml where a rule "
+        "sets it, else 300; given here, it holds for every case.",
     )
 
 
@@ -205,12 +207,16 @@ def _start_ab(config: pytest.Config) -> None:
             "one: run them separately"
         )
     try:
+        # The caps given on the command line; else the defaults, which a policy rule may override per case.
+        caps = {
+            "max_pairs": config.getoption("perf_ab_max_pairs"),
+            "max_seconds": config.getoption("perf_ab_max_seconds"),
+        }
         settings = ABSettings(
             python,
             min_pairs=config.getoption("perf_ab_min_pairs"),
-            max_pairs=config.getoption("perf_ab_max_pairs"),
             attempt_pairs=config.getoption("perf_ab_attempt_pairs"),
-            max_seconds=config.getoption("perf_ab_max_seconds"),
+            **{key: value for key, value in caps.items() if value is not None},
         )
     except ValueError as exc:
         flags = "--perf-ab-attempt-pairs/--perf-ab-min-pairs/--perf-ab-max-pairs"
@@ -609,8 +615,29 @@ def _ab_phase(config: pytest.Config, session: PerfSession, case: PerfCase) -> An
         pytest.skip(str(exc))
     except (WorkerDied, WorkerStartError) as exc:
         pytest.fail(f"{case.id}: the base worker cannot take this case: {exc}", pytrace=False)
-    tolerance = session.bounds(case.model, case.combo.id).ab_tolerance
-    return lambda slot, result: dataclasses.replace(result, ab=ab.compare(slot, result, tolerance))
+    bounds = session.bounds(case.model, case.combo.id)
+    settings = _ab_case_settings(config, ab.settings, bounds, case)
+    return lambda slot, result: dataclasses.replace(
+        result, ab=ab.compare(slot, result, bounds.ab_tolerance, settings)
+    )
+
+
+def _ab_case_settings(
+    config: pytest.Config, settings: ABSettings, bounds: Bounds, case: PerfCase
+) -> ABSettings:
+    """The session's A/B settings with the policy's caps for this case, where the command line did
+    not give them (an option given there holds for every case)."""
+    pairs = None if config.getoption("perf_ab_max_pairs") is not None else bounds.ab_max_pairs
+    seconds = None if config.getoption("perf_ab_max_seconds") is not None else bounds.ab_max_seconds
+    try:
+        return settings.capped(None if pairs is None else int(pairs), seconds)
+    except ValueError as exc:
+        source = bounds.sources.get("ab_max_pairs", "policy.toml")
+        pytest.fail(
+            f"{case.id}: ab_max_pairs = {pairs:g} from {source} does not fit this run's A/B design "
+            f"({exc}): raise ab_max_pairs there, or lower --perf-ab-min-pairs",
+            pytrace=False,
+        )
 
 
 def _out_of_memory(case: PerfCase, session: PerfSession, exc: BaseException) -> str:

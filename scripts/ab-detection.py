@@ -122,6 +122,9 @@ def outcomes(results: Path) -> list[dict[str, Any]]:
                 "pairs": ab["pairs"],
                 "attempts": ab.get("attempts"),
                 "seconds": ab["seconds"],
+                "stopped": ab.get("stopped"),
+                "max_pairs": ab.get("max_pairs"),  # the caps it ran under (options, policy)
+                "max_seconds": ab.get("max_seconds"),
             }
         )
     return found

@@ -13,6 +13,7 @@ Python: :mod:`perfsuite.plugin` turns the errors into skips and failures.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -65,6 +66,15 @@ class ABSettings:
 
     def plan(self) -> SequentialPlan:
         return sequential_plan(self.min_pairs, self.max_pairs, self.alpha, self.attempt_pairs)
+
+    def capped(self, max_pairs: int | None = None, max_seconds: float | None = None) -> ABSettings:
+        """These settings with one case's caps (policy's ab_max_pairs, ab_max_seconds) where given;
+        ValueError, as from the constructor, when they do not fit min_pairs and attempt_pairs."""
+        return dataclasses.replace(
+            self,
+            max_pairs=self.max_pairs if max_pairs is None else max_pairs,
+            max_seconds=self.max_seconds if max_seconds is None else max_seconds,
+        )
 
 
 class ABSkip(Exception):
@@ -179,8 +189,11 @@ class ABSession:
             reason = reply.get("reason")
             raise ABSkip(f"the base ({self.settings.python}) cannot run {model}/{combo}: {reason}")
 
-    def compare(self, slot: CaseSlot, result: CaseResult, tolerance: float) -> dict[str, Any]:
+    def compare(
+        self, slot: CaseSlot, result: CaseResult, tolerance: float, settings: ABSettings | None = None
+    ) -> dict[str, Any]:
         """Prepare the same case in the base, time the pairs, compare the images: the ``ab`` section.
+        ``settings``: this case's caps (:meth:`ABSettings.capped`); default: the session's.
 
         Between attempts both sides prepare an eager case again, the head in ``slot`` and the base in
         its worker, so that each attempt draws the two processes' offsets anew (see
@@ -188,6 +201,7 @@ class ABSession:
         would cost minutes): its attempts are blocks of pairs, and the section says so."""
         prepared = slot.prepared
         assert prepared is not None
+        settings = settings or self.settings
         worker = self._ready()
         started = time.monotonic()
         case = {"model": prepared.spec.name, "combo": prepared.combo.id}
@@ -216,9 +230,9 @@ class ABSession:
             outcome = run_pairs(
                 lambda: _head(slot).timed_call(),
                 lambda: float(worker.request("call", timeout_s=call_timeout)["seconds"]),
-                self.settings.plan(),
+                settings.plan(),
                 1.0 + tolerance,
-                self.settings.max_seconds,
+                settings.max_seconds,
                 refresh=refresh if eager else None,
             )
             import numpy as np
@@ -253,6 +267,8 @@ class ABSession:
         return {
             "protocol": PROTOCOL_VERSION,
             "tolerance": tolerance,
+            "max_pairs": settings.max_pairs,
+            "max_seconds": settings.max_seconds,
             **outcome.to_dict(),
             "head_latency_median_s": statistics.median(head_samples),
             "base_latency_median_s": statistics.median(base_samples),

@@ -22,6 +22,7 @@ A run with ``--perf-ab-base`` adds an ``ab`` section to each compared case's ``m
 readers ignore it; a case status ``inconclusive`` says that the comparison did not decide)::
 
     "ab": {"protocol": 1, "tolerance": 0.05, "bound": 1.05,
+           "max_pairs": 160, "max_seconds": 300.0,                 # this case's caps (options, policy)
            "pairs": 40, "head_samples_s": [...], "base_samples_s": [...],   # one per pair, in order
            "head_first": [false, true, ...], "started_s": [...],            # ABBA order; time of each pair
            "attempt": [0, 0, ..., 1, ...], "attempt_pairs": 10,             # the attempt of each pair

@@ -77,12 +77,12 @@ def alternating(head_call):
     return call
 
 
-def compare(self, slot, result, tolerance):
+def compare(self, slot, result, *args):
     if slot.prepared.combo.id != "fp32":
-        return _compare(self, slot, result, tolerance)
+        return _compare(self, slot, result, *args)
     ab_head.run_pairs = lambda head_call, *args, **kwargs: _run_pairs(alternating(head_call), *args, **kwargs)
     try:
-        return _compare(self, slot, result, tolerance)
+        return _compare(self, slot, result, *args)
     finally:
         ab_head.run_pairs = _run_pairs
 
@@ -92,6 +92,12 @@ ab_head.ABSession.compare = compare
 
 TOLERANCES = """
 [[rule]]
+combo = '*'
+ab_max_pairs = 16
+ab_max_seconds = 120
+note = "the caps of AB, from policy instead of the command line"
+
+[[rule]]
 combo = 'fp32'
 ab_tolerance = 0.5
 note = "head calls read 2x in every other attempt: the interval spans 1.5, so the comparison cannot decide"
@@ -99,7 +105,8 @@ note = "head calls read 2x in every other attempt: the interval spans 1.5, so th
 [[rule]]
 combo = 'fp32+sdpa-math'
 ab_tolerance = 9.0
-note = "A/A against a tenfold bound: decided at once, however loaded the machine"
+ab_max_pairs = 8
+note = "A/A against a tenfold bound: decided at once, however loaded the machine; one look"
 """
 
 
@@ -136,7 +143,7 @@ def test_base_and_head_in_one_run(project, token):
     selection = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math or fp32+channels-last or head-only")
     result = project.runpytest_subprocess(
         *FAST,
-        *AB,
+        *AB[:2],  # the caps come from the policy's rules
         *selection,
         f"--perf-ab-base={sys.executable}",
         "--perf-strict",
@@ -163,9 +170,12 @@ def test_base_and_head_in_one_run(project, token):
     undecided = cases["fp32"]["measurement"]["ab"]
     assert undecided["decision"] == "inconclusive"
     assert undecided["ratio_ci"][0] < 1.5 < undecided["ratio_ci"][1]
+    assert undecided["max_pairs"] == 16 and undecided["max_seconds"] == 120
+    assert undecided["planned_looks"] == [8, 16]
     assert cases["fp32+channels-last"]["status"] == "fail"
     same = cases["fp32+sdpa-math"]["measurement"]["ab"]
-    assert same["pairs"] in (8, 16) and same["decision"] == "pass" and same["version_changes"] == []
+    assert same["pairs"] == 8 and same["decision"] == "pass" and same["version_changes"] == []
+    assert same["max_pairs"] == 8 and same["planned_looks"] == [8]  # this combo's own rule
     assert same["fidelity"]["ssim"] == 1.0  # same code, same seed: the very same image
     assert len(same["head_samples_s"]) == len(same["base_samples_s"]) == same["pairs"]
     # Eager: both sides prepared the case again between its attempts of 4 pairs.

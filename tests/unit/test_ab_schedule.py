@@ -174,3 +174,56 @@ def test_settings_and_option_values_are_checked():
     for bad, message in (("soon", "expected a number of seconds"), ("0", "positive"), ("inf", "finite")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             positive_float(bad)
+
+
+def test_settings_take_one_cases_caps():
+    from perfsuite.ab.head import ABSettings
+
+    settings = ABSettings("python")
+    assert settings.capped() == settings
+    capped = settings.capped(max_pairs=320, max_seconds=900.0)
+    assert (capped.max_pairs, capped.max_seconds, capped.min_pairs) == (320, 900.0, 40)
+    assert capped.plan().looks == (40, 80, 160, 320) and settings.plan().looks == (40, 80, 160)
+    with pytest.raises(ValueError, match="min_pairs <= max_pairs"):
+        settings.capped(max_pairs=20)
+
+
+class _Options:
+    """A pytest.Config stand-in that answers getoption from a dict."""
+
+    def __init__(self, **values):
+        self.values = values
+
+    def getoption(self, name, default=None):
+        return self.values.get(name, default)
+
+
+def test_policy_caps_apply_per_case_unless_the_command_line_gives_them(tmp_path):
+    from perfsuite.ab.head import ABSettings
+    from perfsuite.baselines import load_policy
+    from perfsuite.plugin import _ab_case_settings
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "schema_version = 1\n[defaults]\nmin_ssim = 0.9\nlatency_tolerance = 0.1\n"
+        "memory_tolerance = 0.1\nspeedup_tolerance = 0.1\n"
+        "[[rule]]\ncombo = 'fp16'\nab_max_pairs = 320\nab_max_seconds = 900\n"
+        "[[rule]]\ncombo = 'tight'\nab_max_pairs = 20\n"
+    )
+    bounds = load_policy(policy).bounds_for
+    case = type("Case", (), {"id": "tiny-sd/fp16"})()
+    session = ABSettings("python")
+    none = _Options(perf_ab_max_pairs=None, perf_ab_max_seconds=None)
+    fp16 = _ab_case_settings(none, session, bounds("tiny-sd", "fp16", "cpu-x"), case)
+    assert (fp16.max_pairs, fp16.max_seconds) == (320, 900.0)
+    fp32 = _ab_case_settings(none, session, bounds("tiny-sd", "fp32", "cpu-x"), case)
+    assert fp32 == session  # no rule: the options' defaults
+    given = ABSettings("python", max_pairs=80, max_seconds=60.0)
+    options = _Options(perf_ab_max_pairs=80, perf_ab_max_seconds=60.0)
+    assert _ab_case_settings(options, given, bounds("tiny-sd", "fp16", "cpu-x"), case) == given
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"ab_max_pairs = 20 from policy.toml rule #2 .*"
+        r"min_pairs <= max_pairs.*raise ab_max_pairs there, or lower --perf-ab-min-pairs",
+    ):
+        _ab_case_settings(none, session, bounds("tiny-sd", "tight", "cpu-x"), case)

@@ -175,6 +175,14 @@ def test_min_speedup_defaults_to_builtin_zero(tmp_path: Path) -> None:
         (DEFAULTS + "[[rule]]\ncombo = '*'\nnote = 'x'\n", r"rule #1 sets no bound; accepted: any of"),
         (DEFAULTS + "[rule]\ncombo = '*'\n", r"'rule' is not an array of tables; accepted: \[\[rule\]\]"),
         (DEFAULTS + "min_ssim = [\n", r"not valid TOML"),
+        (
+            DEFAULTS + "[[rule]]\ncombo = 'fp16'\nab_max_pairs = 80.5\n",
+            r"rule #1: ab_max_pairs = 80.5 is not a whole number; accepted: a whole number of pairs >= 2",
+        ),
+        (
+            DEFAULTS + "[[rule]]\ncombo = 'fp16'\nab_max_seconds = 0\n",
+            r"rule #1: ab_max_seconds = 0 is out of range; accepted: .*seconds >= 1",
+        ),
     ],
 )
 def test_policy_validation_errors(tmp_path: Path, text: str, expected: str) -> None:

@@ -66,6 +66,15 @@ def test_an_undecided_comparison_is_inconclusive_never_a_pass():
     assert "latency (ab): INCONCLUSIVE" in strict and "--perf-ab-max-pairs" in strict
 
 
+def test_an_inconclusive_comparison_names_the_cap_that_stopped_it():
+    section = {**ab_section(1.05, noise=0.03, max_pairs=20), "max_pairs": 20, "max_seconds": 900.0}
+    latency = by_field(check_ab({"ab": section}, bounds()))["latency"]
+    assert "when sampling stopped (max pairs 20)" in latency.detail
+    section = {**section, "stopped": "max seconds"}
+    latency = by_field(check_ab({"ab": section}, bounds()))["latency"]
+    assert latency.status == INCONCLUSIVE and "when sampling stopped (max seconds 900 s)" in latency.detail
+
+
 def test_too_few_pairs_for_the_confidence_are_inconclusive():
     section = {**ab_section(1.0), "coverage": 0.0, "confidence": 0.993}
     latency = by_field(check_ab({"ab": section}, bounds()))["latency"]
