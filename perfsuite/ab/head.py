@@ -5,9 +5,10 @@
 steps and size, warm-up) before the first case, and starts a new one for the next case when a worker
 died. :meth:`ABSession.compare` runs while the head's case is still prepared: the base prepares the
 same case, then the pairs are timed in ABBA order, in attempts between which both sides prepare the
-case again (:func:`perfsuite.ab.schedule.run_pairs`), then the two images are compared. It returns
-the ``ab`` section of the case's measurement, which :func:`perfsuite.gate.check_ab` judges. Plain
-Python: :mod:`perfsuite.plugin` turns the errors into skips and failures.
+case again, the base in a new worker process (:func:`perfsuite.ab.schedule.run_pairs`), then the two
+images are compared. It returns the ``ab`` section of the case's measurement, which
+:func:`perfsuite.gate.check_ab` judges. Plain Python: :mod:`perfsuite.plugin` turns the errors into
+skips and failures.
 """
 
 from __future__ import annotations
@@ -196,8 +197,9 @@ class ABSession:
         ``settings``: this case's caps (:meth:`ABSettings.capped`); default: the session's.
 
         Between attempts both sides prepare an eager case again, the head in ``slot`` and the base in
-        its worker, so that each attempt draws the two processes' offsets anew (see
-        :mod:`perfsuite.ab.schedule`). A compiled case keeps its prepared case (a compile per attempt
+        a new worker process, so that each attempt draws the offsets anew (see
+        :mod:`perfsuite.ab.schedule`); ``base_pids`` in the section lists the base process of each
+        attempt. A compiled case keeps its prepared case and its base process (a compile per attempt
         would cost minutes): its attempts are blocks of pairs, and the section says so."""
         prepared = slot.prepared
         assert prepared is not None
@@ -211,14 +213,25 @@ class ABSession:
         except RemoteError as exc:
             where = f"the base ({self.settings.python})"
             raise ABSkip(f"{where} could not prepare {result.case_id}: {exc}") from None
+        base_pids = [worker.process.pid]
         released = False
         try:
             base_open_s = time.monotonic() - started
             slowest = max(result.latency.median, *opened.get("warmup_s") or [0.0])
             call_timeout = max(self.settings.call_timeout_s, 20.0 * slowest)
 
+            def base_worker() -> BaseWorker:
+                assert self.worker is not None
+                return self.worker
+
             def refresh() -> None:
-                worker.request("open_case", {**case, "trace": False}, timeout_s=self.settings.open_timeout_s)
+                # A new base process, not only a new pipeline: a process can keep an offset of its own
+                # (its memory layout, say) through every re-preparation. Drawn anew per attempt, that
+                # offset becomes spread between attempts, which the interval holds.
+                self.start()
+                fresh = self._ready()
+                fresh.request("open_case", {**case, "trace": False}, timeout_s=self.settings.open_timeout_s)
+                base_pids.append(fresh.process.pid)
                 slot.reopen()
 
             eager = not prepared.combo.compiles
@@ -229,7 +242,7 @@ class ABSession:
 
             outcome = run_pairs(
                 lambda: _head(slot).timed_call(),
-                lambda: float(worker.request("call", timeout_s=call_timeout)["seconds"]),
+                lambda: float(base_worker().request("call", timeout_s=call_timeout)["seconds"]),
                 settings.plan(),
                 1.0 + tolerance,
                 settings.max_seconds,
@@ -237,6 +250,7 @@ class ABSession:
             )
             import numpy as np
 
+            worker = base_worker()
             path = worker.folder / "image.npy"
             worker.request("image", {"path": str(path)}, timeout_s=call_timeout)
             base_image = np.load(path)
@@ -246,10 +260,10 @@ class ABSession:
             worker.request("close_case", timeout_s=self.settings.open_timeout_s)
         except RemoteError as exc:
             what = "release" if released else "measure"
-            self._release(worker, released)
+            self._release(self.worker, released)
             raise ABError(f"the base could not {what} {result.case_id}: {exc}\n{exc.traceback}") from None
         except Exception:
-            self._release(worker, released)
+            self._release(self.worker, released)
             raise
         assert self.base is not None
         keys = (
@@ -283,13 +297,14 @@ class ABSession:
             "head": self.head,
             "version_changes": version_differences(base, self.head),
             "base_open_s": base_open_s,
+            "base_pids": base_pids,
             "seconds": time.monotonic() - started,
         }
 
-    def _release(self, worker: BaseWorker, released: bool) -> None:
+    def _release(self, worker: BaseWorker | None, released: bool) -> None:
         """After a failure mid-case: let a live, in-step worker release its case, else stop it (the
         next case starts a new one). An interrupt (Ctrl-C) skips this: the session's end stops it."""
-        if released or not worker.alive or worker.abandoned:
+        if released or worker is None or not worker.alive or worker.abandoned:
             return
         try:
             worker.request("close_case", timeout_s=self.settings.open_timeout_s)

@@ -181,6 +181,8 @@ def test_base_and_head_in_one_run(project, token):
     # Eager: both sides prepared the case again between its attempts of 4 pairs.
     assert same["refreshed"] is True and same["attempts"] == same["pairs"] // 4
     assert same["attempt"] == [pair // 4 for pair in range(same["pairs"])] and same["refresh_s"] > 0
+    # ... the base in a new process for each attempt: one that keeps an offset cannot keep it long.
+    assert len(same["base_pids"]) == same["attempts"] == len(set(same["base_pids"]))
     assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
     slow = cases["fp32+channels-last"]["measurement"]["ab"]
     assert slow["decision"] == "regression" and slow["ratio"] > 2

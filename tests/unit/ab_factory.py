@@ -88,5 +88,6 @@ def ab_section(
             "perfsuite checkout aaaaaaaaaaaa -> bbbbbbbbbbbb",
         ],
         "base_open_s": 3.0,
+        "base_pids": [4711 + attempt for attempt in range(outcome.ratio.attempts)],
         "seconds": now[0] + 3.0,
     }
