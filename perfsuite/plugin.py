@@ -155,11 +155,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "ab_tolerance from policy.toml. Default: no base.",
     )
     group.addoption(
+        "--perf-ab-head",
+        default=None,
+        metavar="PYTHON",
+        help="A/B: the interpreter of the head's workers, which time the head's side of each attempt of "
+        "an eager case (a script that sets variables and execs a python of this environment; it must "
+        "import this perfsuite). Default: this pytest's python.",
+    )
+    group.addoption(
         "--perf-ab-attempt-pairs",
         type=options.positive_int(2),
         default=10,
         help="A/B: pairs (one base and one head call each) per attempt; both sides prepare the case "
-        "again between attempts (eager combos), and the interval counts attempts. Even. Default: 10.",
+        "again between attempts (eager combos), the base in a new process, and the interval counts "
+        "attempts. Even. Default: 10.",
     )
     group.addoption(
         "--perf-ab-min-pairs",
@@ -198,6 +207,10 @@ def _start_ab(config: pytest.Config) -> None:
     """``--perf-ab-base``: check the base interpreter and start its worker, or refuse with one line."""
     python = config.getoption("perf_ab_base", None)
     if not python:
+        if config.getoption("perf_ab_head", None):
+            raise pytest.UsageError(
+                "--perf-ab-head names the head's interpreter of an A/B run: add --perf-ab-base"
+            )
         return
     from perfsuite.ab.head import ABSession, ABSettings, WorkerStartError
 
@@ -214,6 +227,7 @@ def _start_ab(config: pytest.Config) -> None:
         }
         settings = ABSettings(
             python,
+            head_python=config.getoption("perf_ab_head", None),
             min_pairs=config.getoption("perf_ab_min_pairs"),
             attempt_pairs=config.getoption("perf_ab_attempt_pairs"),
             **{key: value for key, value in caps.items() if value is not None},

@@ -2,8 +2,9 @@
 """Measure what an A/B run catches: plant a slowdown in the head only, run the A/B suite N times
 per level, and write the detection table.
 
-Each run is ``python -m pytest tests/perf --perf-ab-base=BASE -p ab_plant ...`` with the slowdown
-planted by ``scripts/ab_plant.py`` in the head (the pytest process); the base worker runs the same
+Each run is ``python -m pytest tests/perf --perf-ab-base=BASE --perf-ab-head=HEAD -p ab_plant ...``
+with the slowdown planted by ``scripts/ab_plant.py`` in the head: the pytest process, and the head's
+workers through HEAD, this Python with a site hook that plants it; the base workers run the same
 code without it. Level 0 is an A/A run: every failure there is a false alarm. Per level the table
 gives the share of compared cases caught (``latency (ab)`` failed), left inconclusive and passed,
 and the pairs and seconds each case took (from ``results.json``).
@@ -44,10 +45,39 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
 
 
+# Python reports an exception in sitecustomize and goes on; SystemExit stops it, so that a head worker
+# never runs without the plant it was asked for.
+SITE_HOOK = """import sys
+
+import ab_plant
+
+try:
+    ab_plant.install_from_env()
+except ValueError as exc:
+    sys.exit(f"ab_plant: {exc}")
+"""
+
+
+def planting_python(folder: Path) -> Path:
+    """An interpreter for the head's workers: this Python, with a sitecustomize that plants the slowdown
+    of the environment (``ab_plant.install_from_env``) before the worker runs."""
+    hooks = folder / "head-site"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(SITE_HOOK)
+    wrapper = folder / "head-python"
+    path = os.pathsep.join([str(hooks), str(SCRIPTS)])
+    wrapper.write_text(
+        f'#!/bin/sh\nexport PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}\nexec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def run_suite(
     out: Path, base: str, slowdown: float, where: str, rounds: int, extra: list[str]
 ) -> tuple[int, float]:
     """One A/B run into ``out``; returns (exit code, wall seconds)."""
+    head = planting_python(out.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH", "")]))
     env["PERFSUITE_PLANT_SLOWDOWN"] = str(slowdown)
@@ -71,6 +101,7 @@ def run_suite(
         "not compile",
         f"--perf-rounds={rounds}",
         f"--perf-ab-base={base}",
+        f"--perf-ab-head={head}",
         f"--perf-report={out}",
         *extra,
     ]

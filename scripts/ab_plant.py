@@ -1,8 +1,10 @@
 """A pytest plugin that plants a slowdown in the head of an A/B run, never in its base.
 
-Loaded by the head's pytest only (``PYTHONPATH=scripts python -m pytest -p ab_plant ...``): the base
-worker is another interpreter that never imports it, so the two sides differ by exactly the planted
-change, as a pull request that slows the code would make them differ.
+Loaded by the head's pytest only (``PYTHONPATH=scripts python -m pytest -p ab_plant ...``), and by
+the head's workers through the interpreter that ``scripts/ab-detection.py`` gives ``--perf-ab-head``
+(a site hook that calls :func:`install_from_env`): the base worker is another interpreter that never
+imports it, so the two sides differ by exactly the planted change, as a pull request that slows the
+code would make them differ.
 
 ``PERFSUITE_PLANT_SLOWDOWN`` is the fraction (``0.10`` = 10% slower); ``PERFSUITE_PLANT_WHERE`` says
 where (default ``pipeline``):
@@ -41,6 +43,7 @@ def slower(
             time.sleep(fraction * (time.perf_counter() - started))
         return result
 
+    wrapper.planted = fraction  # type: ignore[attr-defined]  # what a probe reads back
     return wrapper
 
 
@@ -59,16 +62,24 @@ def install(fraction: float, where: str) -> None:
         unet.forward = slower(unet.forward, fraction, lambda module: module.dtype == torch.bfloat16)
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def install_from_env() -> None:
+    """Plant what the environment asks for; ValueError names a bad variable."""
     raw = os.environ.get(SLOWDOWN_ENV, "0")
     where = os.environ.get(WHERE_ENV, "pipeline")
     try:
         fraction = float(raw)
     except ValueError:
-        raise pytest.UsageError(f"{SLOWDOWN_ENV}={raw!r}: expected a fraction such as 0.10") from None
+        raise ValueError(f"{SLOWDOWN_ENV}={raw!r}: expected a fraction such as 0.10") from None
     if where not in WHERE:
-        raise pytest.UsageError(f"{WHERE_ENV}={where!r}: expected one of {', '.join(WHERE)}")
+        raise ValueError(f"{WHERE_ENV}={where!r}: expected one of {', '.join(WHERE)}")
     if fraction < 0:
-        raise pytest.UsageError(f"{SLOWDOWN_ENV}={raw!r}: a slowdown cannot be negative")
+        raise ValueError(f"{SLOWDOWN_ENV}={raw!r}: a slowdown cannot be negative")
     if fraction > 0:
         install(fraction, where)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        install_from_env()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None

@@ -39,6 +39,7 @@ from perfsuite.ab.protocol import (
 from perfsuite.ab.worker import PARENT_PID_ENV
 
 __all__ = [
+    "ROLE_FLAGS",
     "START_TIMEOUT_S",
     "BaseWorker",
     "WorkerDied",
@@ -48,6 +49,8 @@ __all__ = [
     "worker_environment",
 ]
 
+#: The option that names each side's interpreter, which the errors about that side name.
+ROLE_FLAGS = {"base": "--perf-ab-base", "head": "--perf-ab-head"}
 #: How long the interpreter check and the worker's hello may take (a cold disk, a loaded machine).
 START_TIMEOUT_S = 120.0
 _STDERR_TAIL_CHARS = 6000
@@ -79,39 +82,40 @@ class WorkerStartError(RuntimeError):
 class WorkerDied(RuntimeError):
     """The worker exited or stopped answering; it has been stopped and reaped."""
 
-    def __init__(self, message: str, stderr_tail: str = "") -> None:
+    def __init__(self, message: str, stderr_tail: str = "", role: str = "base") -> None:
         super().__init__(message)
         self.stderr_tail = stderr_tail
+        self.role = role
 
     def __str__(self) -> str:
         text = super().__str__()
         if self.stderr_tail.strip():
-            text += "\n--- base worker stderr (last lines) ---\n" + self.stderr_tail.rstrip()
+            text += f"\n--- {self.role} worker stderr (last lines) ---\n" + self.stderr_tail.rstrip()
         return text
 
 
-def resolve_interpreter(python: str) -> str:
+def _side(flag: str) -> str:
+    return next((role for role, option in ROLE_FLAGS.items() if option == flag), "base")
+
+
+def resolve_interpreter(python: str, flag: str = "--perf-ab-base") -> str:
     """The absolute path of ``python`` (a path, or a command on PATH); :class:`WorkerStartError` if it
     does not exist or cannot be executed."""
     if os.sep in python or (os.altsep and os.altsep in python):
         path = Path(python).expanduser()
         if not path.exists():
             raise WorkerStartError(
-                f"--perf-ab-base: {python} does not exist; give the python of the base environment"
+                f"{flag}: {python} does not exist; give the python of the {_side(flag)} environment"
             )
         if path.is_dir():
             example = path / "bin" / "python"
-            raise WorkerStartError(
-                f"--perf-ab-base: {python} is a folder; give the python in it (e.g. {example})"
-            )
+            raise WorkerStartError(f"{flag}: {python} is a folder; give the python in it (e.g. {example})")
         if not os.access(path, os.X_OK):
-            raise WorkerStartError(
-                f"--perf-ab-base: {python} is not executable (chmod +x it, or give a python)"
-            )
+            raise WorkerStartError(f"{flag}: {python} is not executable (chmod +x it, or give a python)")
         return str(path.absolute())
     found = shutil.which(python)
     if found is None:
-        raise WorkerStartError(f"--perf-ab-base: no command {python!r} on PATH; give the path of a python")
+        raise WorkerStartError(f"{flag}: no command {python!r} on PATH; give the path of a python")
     return found
 
 
@@ -142,7 +146,11 @@ def worker_environment(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def precheck(
-    python: str, env: dict[str, str], cwd: Path, timeout_s: float = START_TIMEOUT_S
+    python: str,
+    env: dict[str, str],
+    cwd: Path,
+    timeout_s: float = START_TIMEOUT_S,
+    flag: str = "--perf-ab-base",
 ) -> dict[str, Any]:
     """Run ``python`` once in ``cwd``: is it a Python, can it import perfsuite, does that perfsuite have
     the A/B worker? Returns what it found; raises :class:`WorkerStartError` for each problem."""
@@ -152,23 +160,23 @@ def precheck(
             command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd, check=False
         )
     except OSError as exc:
-        raise WorkerStartError(f"--perf-ab-base: {python} cannot be run: {exc.strerror or exc}") from None
+        raise WorkerStartError(f"{flag}: {python} cannot be run: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
         problem = f"did not finish a 'python -c' within {timeout_s:.0f} s"
-        raise WorkerStartError(f"--perf-ab-base: {python} {problem}") from None
+        raise WorkerStartError(f"{flag}: {python} {problem}") from None
     marked = [line for line in done.stdout.splitlines() if line.startswith(_PRECHECK_MARK)]
     if done.returncode != 0 or not marked:
         last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no output"])[-1]
-        raise WorkerStartError(f"--perf-ab-base: {python} does not run as a Python interpreter ({last})")
+        raise WorkerStartError(f"{flag}: {python} does not run as a Python interpreter ({last})")
     found: dict[str, Any] = json.loads(marked[-1][len(_PRECHECK_MARK) :])
     if "error" in found:
         raise WorkerStartError(
-            f"--perf-ab-base: {python} cannot import perfsuite ({found['error']}); install the base "
+            f"{flag}: {python} cannot import perfsuite ({found['error']}); install the {_side(flag)} "
             f"checkout into that environment: {python} -m pip install -e <base checkout>"
         )
     if not found.get("worker"):
         raise WorkerStartError(
-            f"--perf-ab-base: the perfsuite of {python} ({found.get('path')}, version "
+            f"{flag}: the perfsuite of {python} ({found.get('path')}, version "
             f"{found.get('version')}) is too old for A/B runs: it has no {WORKER_MODULE}. Use a base "
             f"checkout that has it (protocol {PROTOCOL_VERSION}), or gate on the stored baselines instead"
         )
@@ -178,8 +186,13 @@ def precheck(
 class BaseWorker:
     """One running ``PYTHON -m perfsuite.ab.worker`` and the threads that read its output."""
 
-    def __init__(self, python: str, process: subprocess.Popen[bytes], folder: Path) -> None:
+    def __init__(
+        self, python: str, process: subprocess.Popen[bytes], folder: Path, role: str = "base"
+    ) -> None:
         self.python = python
+        #: "base", or "head" for a worker that runs the head's side of an eager case's attempt.
+        self.role = role
+        self.flag = ROLE_FLAGS[role]
         self.process = process
         #: A scratch folder of this worker (images, compile caches), removed by :meth:`close`.
         self.folder = folder
@@ -188,6 +201,8 @@ class BaseWorker:
         self._next_id = 0
         #: True once a request was abandoned before its reply (Ctrl-C): the replies are then out of step.
         self.abandoned = False
+        #: The id of a request sent and not yet received (see :meth:`send`).
+        self.pending: int | None = None
         self._threads = [
             threading.Thread(target=self._read_stdout, name="perfsuite-ab-stdout", daemon=True),
             threading.Thread(target=self._read_stderr, name="perfsuite-ab-stderr", daemon=True),
@@ -200,17 +215,32 @@ class BaseWorker:
 
     @classmethod
     def start(
-        cls, python: str, *, env: dict[str, str] | None = None, timeout_s: float = START_TIMEOUT_S
+        cls,
+        python: str,
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = START_TIMEOUT_S,
+        role: str = "base",
+        pythonpath: str | None = None,
+        check: bool = True,
+        wait: bool = True,
     ) -> BaseWorker:
         """Check ``python`` and start a worker with it; :class:`WorkerStartError` says what is wrong.
 
         The worker runs in a scratch folder of its own (so that the head's working directory never
-        shadows the base's perfsuite), with :func:`worker_environment` of ``env``."""
-        python = resolve_interpreter(python)
+        shadows the base's perfsuite), with :func:`worker_environment` of ``env`` and ``pythonpath``
+        as its ``PYTHONPATH`` if given. ``check=False`` skips the interpreter check (a new worker of
+        an interpreter already checked); ``wait=False`` returns before the hello, which
+        :meth:`wait_hello` then waits for (to start several workers at once)."""
+        flag = ROLE_FLAGS[role]
+        python = resolve_interpreter(python, flag)
         env = worker_environment(env)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         folder = Path(tempfile.mkdtemp(prefix="perfsuite-ab-"))
         try:
-            precheck(python, env, folder, timeout_s)
+            if check:
+                precheck(python, env, folder, timeout_s, flag)
             process = subprocess.Popen(
                 [python, "-m", WORKER_MODULE],
                 stdin=subprocess.PIPE,
@@ -221,17 +251,24 @@ class BaseWorker:
             )
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            raise WorkerStartError(f"--perf-ab-base: {python} cannot be run: {exc.strerror or exc}") from None
+            raise WorkerStartError(f"{flag}: {python} cannot be run: {exc.strerror or exc}") from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        worker = cls(python, process, folder)
-        try:
-            worker.hello = worker._receive_hello(timeout_s)
-        except BaseException:
-            worker.close()
-            raise
+        worker = cls(python, process, folder, role)
+        if wait:
+            worker.wait_hello(timeout_s)
         return worker
+
+    def wait_hello(self, timeout_s: float = START_TIMEOUT_S) -> Hello:
+        """Wait for the worker's hello (see :meth:`start`); a bad one stops the worker."""
+        if self.hello is None:
+            try:
+                self.hello = self._receive_hello(timeout_s)
+            except BaseException:
+                self.close()
+                raise
+        return self.hello
 
     def _receive_hello(self, timeout_s: float) -> Hello:
         """The first protocol line. Lines before it (a wrapper or site hook that prints at start-up,
@@ -242,12 +279,12 @@ class BaseWorker:
                 line = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise WorkerStartError(
-                    f"--perf-ab-base: the worker of {self.python} said nothing within {timeout_s:.0f} s"
+                    f"{self.flag}: the worker of {self.python} said nothing within {timeout_s:.0f} s"
                 ) from None
             if line is None:
                 code = self.process.wait()
                 raise WorkerStartError(
-                    f"--perf-ab-base: the worker of {self.python} {_exit_text(code)} before it said hello: "
+                    f"{self.flag}: the worker of {self.python} {_exit_text(code)} before it said hello: "
                     f"{self.stderr_tail().strip()[-800:]}"
                 )
             if line.lstrip().startswith(b"{"):
@@ -257,12 +294,12 @@ class BaseWorker:
             hello = Hello.from_message(decode(line))
         except ProtocolError as exc:
             problem = f"the worker of {self.python} does not speak the protocol: {exc}"
-            raise WorkerStartError(f"--perf-ab-base: {problem}") from None
+            raise WorkerStartError(f"{self.flag}: {problem}") from None
         if hello.protocol != PROTOCOL_VERSION:
             older = hello.protocol < PROTOCOL_VERSION
             fix = "the base is too old; use a newer base checkout" if older else "update this (head) checkout"
             raise WorkerStartError(
-                f"--perf-ab-base: the perfsuite of {self.python} ({hello.perfsuite_path}) speaks A/B "
+                f"{self.flag}: the perfsuite of {self.python} ({hello.perfsuite_path}) speaks A/B "
                 f"protocol {hello.protocol}, this one speaks {PROTOCOL_VERSION}: {fix}"
             )
         return hello
@@ -292,9 +329,15 @@ class BaseWorker:
         """Send one request and return its result. :class:`~perfsuite.ab.protocol.RemoteError` when the
         worker reports an error; :class:`WorkerDied` (the worker is then stopped) when it exits or
         stays silent for ``timeout_s``."""
+        return self.receive(self.send(op, args), op, timeout_s=timeout_s)
+
+    def send(self, op: str, args: dict[str, Any] | None = None) -> int:
+        """Send one request without waiting (:meth:`receive` takes its reply): the id of the request."""
         if self.abandoned:
             self._stop(0.0)
-            self._fail(f"the base worker was left in the middle of a request; it was stopped before {op!r}")
+            self._fail(
+                f"the {self.role} worker was left in the middle of a request; it was stopped before {op!r}"
+            )
         self._next_id += 1
         request_id = self._next_id
         stdin = self.process.stdin
@@ -304,25 +347,35 @@ class BaseWorker:
             stdin.write(encode(request(request_id, op, args)))
             stdin.flush()
         except OSError:
-            self._fail(f"the base worker {_exit_text(self._stop(0.5))} before the request {op!r} reached it")
+            self._fail(
+                f"the {self.role} worker {_exit_text(self._stop(0.5))} before the request {op!r} reached it"
+            )
+        self.pending = request_id
+        return request_id
+
+    def receive(self, request_id: int, op: str, *, timeout_s: float) -> dict[str, Any]:
+        """The reply to the request ``request_id`` that :meth:`send` sent (``op`` names it in errors)."""
+        self.pending = None
         try:
             line = self._replies.get(timeout=timeout_s)
         except queue.Empty:
             self._stop(0.0)
-            self._fail(f"the base worker did not answer {op!r} within {timeout_s:.0f} s; it was stopped")
+            self._fail(
+                f"the {self.role} worker did not answer {op!r} within {timeout_s:.0f} s; it was stopped"
+            )
         except BaseException:
             self.abandoned = True  # interrupted while waiting: its reply will come, out of step
             raise
         if line is None:
-            self._fail(f"the base worker {_exit_text(self._stop(_STOP_WAIT_S))} during {op!r}")
+            self._fail(f"the {self.role} worker {_exit_text(self._stop(_STOP_WAIT_S))} during {op!r}")
         try:
             reply = decode(line)
         except ProtocolError as exc:
             self._stop(0.0)
-            self._fail(f"the base worker wrote something that is not protocol during {op!r}: {exc}")
+            self._fail(f"the {self.role} worker wrote something that is not protocol during {op!r}: {exc}")
         if reply.get("id") != request_id:
             self._stop(0.0)
-            self._fail(f"the base worker answered request {reply.get('id')!r}, expected {request_id}")
+            self._fail(f"the {self.role} worker answered request {reply.get('id')!r}, expected {request_id}")
         if not reply.get("ok"):
             raise RemoteError.from_reply(reply)
         result = reply.get("result")
@@ -331,7 +384,7 @@ class BaseWorker:
     def _fail(self, message: str) -> NoReturn:
         for thread in self._threads:
             thread.join(timeout=1.0)  # let the last lines of stderr arrive
-        raise WorkerDied(message, self.stderr_tail())
+        raise WorkerDied(message, self.stderr_tail(), self.role)
 
     # --- stopping ------------------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""The head's side of an A/B run: one base worker per session, and the comparison of one case.
+"""The head's side of an A/B run: the base worker of the session, and the comparison of one case.
 
 :class:`ABSession` owns the worker: it starts one when the session starts (so that a bad
 ``--perf-ab-base`` is refused before anything runs), sets it up like the head (device, threads,
 steps and size, warm-up) before the first case, and starts a new one for the next case when a worker
 died. :meth:`ABSession.compare` runs while the head's case is still prepared: the base prepares the
-same case, then the pairs are timed in ABBA order, in attempts between which both sides prepare the
-case again, the base in a new worker process (:func:`perfsuite.ab.schedule.run_pairs`), then the two
-images are compared. It returns the ``ab`` section of the case's measurement, which
+same case, then the pairs are timed in ABBA order, in attempts (:func:`perfsuite.ab.schedule.run_pairs`)
+that each run between a new base worker and a new head worker (an eager case), then the two images
+are compared. It returns the ``ab`` section of the case's measurement, which
 :func:`perfsuite.gate.check_ab` judges. Plain Python: :mod:`perfsuite.plugin` turns the errors into
 skips and failures.
 """
@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perfsuite.ab.client import BaseWorker, WorkerDied, WorkerStartError
+from perfsuite.ab.client import (
+    ROLE_FLAGS,
+    BaseWorker,
+    WorkerDied,
+    WorkerStartError,
+    precheck,
+    resolve_interpreter,
+)
 from perfsuite.ab.protocol import PROTOCOL_VERSION, RemoteError
 from perfsuite.ab.schedule import run_pairs
 from perfsuite.stats import SequentialPlan, sequential_plan
@@ -52,13 +61,15 @@ class ABSettings:
     min_pairs: int = 40
     max_pairs: int = 160
     max_seconds: float = 300.0
-    #: Pairs per attempt; both sides prepare an eager case again between attempts.
+    #: Pairs per attempt; an eager case's attempts each run between a new base and a new head worker.
     attempt_pairs: int = 10
     alpha: float = DEFAULT_ALPHA
     #: Building, compiling and warming up one case in the base (a full-size compile takes minutes).
     open_timeout_s: float = 3600.0
     #: One timed base call may take this long, or 20 times the case's latency if that is longer.
     call_timeout_s: float = 120.0
+    #: The interpreter of the head's workers (``--perf-ab-head``); None: this process's.
+    head_python: str | None = None
 
     def __post_init__(self) -> None:
         self.plan()  # validates the four
@@ -131,6 +142,60 @@ def _fidelity(head_image: Any, base_image: Any, what: str) -> dict[str, Any]:
     }
 
 
+def _head_environment() -> dict[str, str]:
+    """This process's environment, with the folder this perfsuite is imported from first on
+    ``PYTHONPATH``: a head worker runs this checkout's code even where pytest found it through its
+    rootdir rather than an install."""
+    import perfsuite
+
+    root = str(Path(perfsuite.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _check_head_perfsuite(python: str, found: str) -> None:
+    """A head worker must import this perfsuite, or it would not measure this checkout."""
+    import perfsuite
+
+    ours = str(Path(perfsuite.__file__).resolve().parent)
+    if str(Path(found).resolve()) != ours:
+        raise WorkerStartError(
+            f"{ROLE_FLAGS['head']}: {python} imports perfsuite from {found}, this pytest from {ours}; "
+            "the head's workers must run this checkout: give a python of this environment"
+        )
+
+
+def _both(requests: list[tuple[BaseWorker, str, dict[str, Any]]], timeout_s: float) -> list[dict[str, Any]]:
+    """Send one request to each worker, then take every reply, so that the workers work at once (set
+    up, prepare); the replies in order. A base's error is raised as it is (:class:`RemoteError`); a
+    head worker's as :class:`ABError`. A worker whose reply is not taken (an interrupt) is marked
+    abandoned, so that it is stopped rather than asked again."""
+    sent: list[tuple[BaseWorker, str, int]] = []
+    replies: list[dict[str, Any]] = []
+    failure: BaseException | None = None
+    try:
+        for worker, op, args in requests:
+            sent.append((worker, op, worker.send(op, args)))
+        for worker, op, request_id in sent:
+            try:
+                replies.append(worker.receive(request_id, op, timeout_s=timeout_s))
+            except RemoteError as exc:
+                replies.append({})
+                if worker.role == "head":
+                    problem = f"the head worker ({worker.python}) could not {op}: {exc}\n{exc.traceback}"
+                    failure = failure or ABError(problem)
+                else:
+                    failure = failure or exc
+    finally:
+        for worker, _, request_id in sent:
+            if worker.pending == request_id:
+                worker.abandoned = True
+    if failure is not None:
+        raise failure
+    return replies
+
+
 def _head(slot: CaseSlot) -> PreparedCase:
     if slot.prepared is None:
         raise RuntimeError("the head's case is not prepared")
@@ -138,20 +203,37 @@ def _head(slot: CaseSlot) -> PreparedCase:
 
 
 class ABSession:
-    """The base worker of one session, started again after it dies."""
+    """The base worker of one session, started again after it dies, and the fresh pair of workers of
+    each attempt of an eager case."""
 
     def __init__(self, settings: ABSettings) -> None:
         self.settings = settings
         self.worker: BaseWorker | None = None
+        #: The head's worker of the current attempt of an eager case (None between cases).
+        self.head_worker: BaseWorker | None = None
         self.setup_args: dict[str, Any] | None = None
         self.base: dict[str, Any] | None = None
         self.head: dict[str, Any] = {}
         self.started = 0
         atexit.register(self.close)
 
+    @property
+    def head_python(self) -> str:
+        """The interpreter of the head's workers: ``--perf-ab-head``, else this process's."""
+        return self.settings.head_python or sys.executable
+
     def start(self) -> None:
-        """Start a worker now; :class:`WorkerStartError` says what is wrong with the interpreter."""
+        """Start a worker now; :class:`WorkerStartError` says what is wrong with the interpreter (the
+        base's, or the head's: its perfsuite must be this one)."""
         self.close()
+        if self.started == 0:
+            found = precheck(
+                resolve_interpreter(self.head_python, ROLE_FLAGS["head"]),
+                _head_environment(),
+                Path.cwd(),
+                flag=ROLE_FLAGS["head"],
+            )
+            _check_head_perfsuite(self.head_python, str(Path(str(found.get("path"))).resolve().parent))
         self.worker = BaseWorker.start(self.settings.python)
         self.started += 1
         self.base = None
@@ -169,17 +251,23 @@ class ABSession:
             "trace": trace,
         }
 
+    def _setup_args(self, worker: BaseWorker) -> dict[str, Any]:
+        if self.setup_args is None:
+            raise RuntimeError("ABSession.configure() must run before the first case")
+        return {**self.setup_args, "compile_cache_dir": str(worker.folder)}
+
+    def _describe_base(self, worker: BaseWorker, reply: dict[str, Any]) -> None:
+        hello = worker.hello.to_dict() if worker.hello else {}
+        self.base = {**reply, **hello, "python_command": self.settings.python}
+
     def _ready(self) -> BaseWorker:
         if self.worker is None or not self.worker.alive:
             self.start()
         assert self.worker is not None
         if self.base is None:
-            if self.setup_args is None:
-                raise RuntimeError("ABSession.configure() must run before the first case")
-            args = {**self.setup_args, "compile_cache_dir": str(self.worker.folder)}
+            args = self._setup_args(self.worker)
             reply = self.worker.request("setup", args, timeout_s=self.settings.open_timeout_s)
-            hello = self.worker.hello.to_dict() if self.worker.hello else {}
-            self.base = {**reply, **hello, "python_command": self.settings.python}
+            self._describe_base(self.worker, reply)
         return self.worker
 
     def check(self, model: str, combo: str) -> None:
@@ -190,30 +278,76 @@ class ABSession:
             reason = reply.get("reason")
             raise ABSkip(f"the base ({self.settings.python}) cannot run {model}/{combo}: {reason}")
 
+    def _fresh_pair(self, case: dict[str, Any], trace: bool) -> dict[str, Any]:
+        """Stop the workers, start a new base and a new head worker at once, set both up and prepare
+        ``case`` in both: the base's ``open_case`` reply. A base that cannot prepare the case raises
+        :class:`RemoteError`; a head worker that cannot, :class:`ABError` (the head itself could)."""
+        self.close()
+        self.worker = BaseWorker.start(self.settings.python, check=False, wait=False)
+        self.base = None
+        self.head_worker = BaseWorker.start(
+            self.head_python, role="head", env=_head_environment(), check=False, wait=False
+        )
+        base, head = self.worker, self.head_worker
+        for worker in (base, head):
+            worker.wait_hello()
+        assert head.hello is not None
+        _check_head_perfsuite(self.head_python, head.hello.perfsuite_path)
+        timeout = self.settings.open_timeout_s
+        replies = _both(
+            [(base, "setup", self._setup_args(base)), (head, "setup", self._setup_args(head))], timeout
+        )
+        self._describe_base(base, replies[0])
+        head_case = {**case, "trace": False}  # the head's own profiled call ran in this process
+        opened = _both(
+            [(base, "open_case", {**case, "trace": trace}), (head, "open_case", head_case)], timeout
+        )
+        return opened[0]
+
     def compare(
         self, slot: CaseSlot, result: CaseResult, tolerance: float, settings: ABSettings | None = None
     ) -> dict[str, Any]:
         """Prepare the same case in the base, time the pairs, compare the images: the ``ab`` section.
         ``settings``: this case's caps (:meth:`ABSettings.capped`); default: the session's.
 
-        Between attempts both sides prepare an eager case again, the head in ``slot`` and the base in
-        a new worker process, so that each attempt draws the offsets anew (see
-        :mod:`perfsuite.ab.schedule`); ``base_pids`` in the section lists the base process of each
-        attempt. A compiled case keeps its prepared case and its base process (a compile per attempt
-        would cost minutes): its attempts are blocks of pairs, and the section says so."""
+        An eager case is timed in attempts, each between a new base worker and a new head worker
+        (this interpreter, or ``--perf-ab-head``, with this perfsuite), started and prepared anew
+        for it: a process keeps an offset of its own (its memory layout, say) through every
+        re-preparation, so each attempt draws both processes' offsets anew and the interval over
+        attempts holds their spread (see :mod:`perfsuite.ab.schedule`). ``base_pids`` and
+        ``head_pids`` in the section list the processes. A compiled case keeps its prepared case in
+        this process and one base process (a compile per attempt would cost minutes): its attempts
+        are blocks of pairs, and the section says so. The head's image is this process's either way."""
         prepared = slot.prepared
         assert prepared is not None
         settings = settings or self.settings
-        worker = self._ready()
+        eager = not prepared.combo.compiles
         started = time.monotonic()
         case = {"model": prepared.spec.name, "combo": prepared.combo.id}
-        self._check_room(prepared, result)
+        self._check_room(prepared, result, copies=2 if eager else 1)
+        base_pids: list[int] = []
+        head_pids: list[int] = []
+
+        def note_pids() -> None:
+            assert self.worker is not None
+            base_pids.append(self.worker.process.pid)
+            if eager:
+                assert self.head_worker is not None
+                head_pids.append(self.head_worker.process.pid)
+
         try:
-            opened = worker.request("open_case", case, timeout_s=self.settings.open_timeout_s)
+            if eager:
+                opened = self._fresh_pair(case, trace=bool((self.setup_args or {}).get("trace", True)))
+            else:
+                opened = self._ready().request("open_case", case, timeout_s=self.settings.open_timeout_s)
         except RemoteError as exc:
+            self._close_head()
             where = f"the base ({self.settings.python})"
             raise ABSkip(f"{where} could not prepare {result.case_id}: {exc}") from None
-        base_pids = [worker.process.pid]
+        except BaseException:
+            self._close_head()
+            raise
+        note_pids()
         released = False
         try:
             base_open_s = time.monotonic() - started
@@ -224,37 +358,31 @@ class ABSession:
                 assert self.worker is not None
                 return self.worker
 
-            def refresh() -> None:
-                # A new base process, not only a new pipeline: a process can keep an offset of its own
-                # (its memory layout, say) through every re-preparation. Drawn anew per attempt, that
-                # offset becomes spread between attempts, which the interval holds.
-                self.start()
-                fresh = self._ready()
-                fresh.request("open_case", {**case, "trace": False}, timeout_s=self.settings.open_timeout_s)
-                base_pids.append(fresh.process.pid)
-                slot.reopen()
+            def head_call() -> float:
+                if not eager:
+                    return _head(slot).timed_call()
+                assert self.head_worker is not None
+                return float(self.head_worker.request("call", timeout_s=call_timeout)["seconds"])
 
-            eager = not prepared.combo.compiles
-            if eager:
-                # The head's case has just run its rounds, the base's was only warmed up: prepared
-                # again, the head starts the first attempt as the base does and as every later one.
-                slot.reopen()
+            def refresh() -> None:
+                self._fresh_pair(case, trace=False)
+                note_pids()
 
             outcome = run_pairs(
-                lambda: _head(slot).timed_call(),
+                head_call,
                 lambda: float(base_worker().request("call", timeout_s=call_timeout)["seconds"]),
                 settings.plan(),
                 1.0 + tolerance,
                 settings.max_seconds,
                 refresh=refresh if eager else None,
             )
+            self._close_head()
             import numpy as np
 
             worker = base_worker()
             path = worker.folder / "image.npy"
             worker.request("image", {"path": str(path)}, timeout_s=call_timeout)
             base_image = np.load(path)
-            prepared = _head(slot)
             path.unlink()
             released = True
             worker.request("close_case", timeout_s=self.settings.open_timeout_s)
@@ -265,6 +393,8 @@ class ABSession:
         except Exception:
             self._release(self.worker, released)
             raise
+        finally:
+            self._close_head()
         assert self.base is not None
         keys = (
             "python_command",
@@ -292,12 +422,13 @@ class ABSession:
             "base_peak_mem_kind": opened.get("peak_mem_kind"),
             "base_warmup_s": opened.get("warmup_s"),
             "base_evidence": opened.get("evidence"),
-            "fidelity": _fidelity(prepared.image(), base_image, result.case_id),
+            "fidelity": _fidelity(_head(slot).image(), base_image, result.case_id),
             "base": base,
-            "head": self.head,
+            "head": {**self.head, "python_command": self.head_python if eager else sys.executable},
             "version_changes": version_differences(base, self.head),
             "base_open_s": base_open_s,
             "base_pids": base_pids,
+            "head_pids": head_pids,
             "seconds": time.monotonic() - started,
         }
 
@@ -311,23 +442,31 @@ class ABSession:
         except (RemoteError, WorkerDied):
             self.close()
 
-    def _check_room(self, prepared: PreparedCase, result: CaseResult) -> None:
-        """On CUDA both sides hold the case at once: the free memory must hold the base's copy too."""
+    def _check_room(self, prepared: PreparedCase, result: CaseResult, copies: int = 1) -> None:
+        """On CUDA the workers hold ``copies`` more copies of the case beside this process's (the base's,
+        and for an eager case the head worker's): the free memory must hold them."""
         if prepared.device.type != "cuda" or not result.peak_mem_bytes:
             return
         import torch
 
         free_bytes, total_bytes = torch.cuda.mem_get_info(prepared.device)
-        if free_bytes < result.peak_mem_bytes:
+        if free_bytes < copies * result.peak_mem_bytes:
             gib = 2**30
+            workers = "the base worker" if copies == 1 else f"{copies} workers (base and head)"
             raise ABSkip(
-                f"base and head do not both fit on {prepared.device}: the head's peak was "
-                f"{result.peak_mem_bytes / gib:.1f} GiB and {free_bytes / gib:.1f} of "
+                f"{workers} do not fit beside the head on {prepared.device}: each needs the head's peak "
+                f"of {result.peak_mem_bytes / gib:.1f} GiB and {free_bytes / gib:.1f} of "
                 f"{total_bytes / gib:.1f} GiB are free; use a smaller --perf-size, or a larger GPU"
             )
 
+    def _close_head(self, grace_s: float | None = None) -> None:
+        worker, self.head_worker = self.head_worker, None
+        if worker is not None:
+            worker.close(*(() if grace_s is None else (grace_s,)))
+
     def close(self, grace_s: float | None = None) -> None:
-        """Stop the worker (if any) and reap it."""
+        """Stop the workers (if any) and reap them."""
+        self._close_head(grace_s)
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.close(*(() if grace_s is None else (grace_s,)))

@@ -5,10 +5,10 @@ head first in odd ones (A B, B A, A B, ...: the ABBA order), so each side runs f
 second and the cost of switching between the two processes falls on both alike.
 
 Pairs are taken in **attempts** of ``plan.attempt_pairs`` pairs. Between two attempts ``refresh()``
-re-prepares both sides (untimed; :mod:`perfsuite.ab.head` starts a new base process for it): two
-processes keep an offset of a few percent for as long as their prepared cases live, and now and
-then one of ~10% for as long as a process lives, so the attempt, not the pair, is the unit of the
-interval (:func:`perfsuite.stats.attempt_ratio`), and each attempt draws its offsets anew.
+re-prepares both sides (untimed; :mod:`perfsuite.ab.head` starts a new process for each side): two
+processes keep an offset of a few percent for as long as they live (now and then one of 10%), so
+the attempt, not the pair, is the unit of the interval (:func:`perfsuite.stats.attempt_ratio`), and
+each attempt draws its offsets anew.
 
 The attempts are taken in batches given by a :class:`~perfsuite.stats.SequentialPlan`: after each
 batch the head/base ratio and its interval are computed, and sampling stops as soon as the interval

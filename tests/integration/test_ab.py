@@ -31,23 +31,11 @@ TOKEN_ENV = "PERFSUITE_AB_TEST_TOKEN"
 # whose calls read 2x their time in every other attempt (of 4 pairs), so that the attempts disagree
 # and the head/base ratio never settles on either side of its bound of 1.5 (an A/A ratio cannot be
 # relied on to stay undecided: on a loaded machine it has decided at 0.96).
-HEAD_CONFTEST = """
+SLOW_CHANNELS_LAST = """
 import time
 
 import diffusers
 import torch
-
-from perfsuite.ab import head as ab_head
-from perfsuite.optimizations import Technique
-
-
-def pytest_perfsuite_techniques():
-    return [
-        Technique(
-            name="head-only", group="head-only", summary="a technique only the head knows", rank=90,
-            verify=lambda pipe, target: ["head-only: nothing to verify"],
-        )
-    ]
 
 _forward = diffusers.UNet2DConditionModel.forward
 
@@ -61,6 +49,24 @@ def forward(self, *args, **kwargs):
 
 
 diffusers.UNet2DConditionModel.forward = forward
+"""
+
+# The head's code is what this pytest imports and what its workers import: the UNet change goes into
+# both, the conftest for this process and a site hook for the head's workers (--perf-ab-head).
+HEAD_CONFTEST = (
+    SLOW_CHANNELS_LAST
+    + """
+from perfsuite.ab import head as ab_head
+from perfsuite.optimizations import Technique
+
+
+def pytest_perfsuite_techniques():
+    return [
+        Technique(
+            name="head-only", group="head-only", summary="a technique only the head knows", rank=90,
+            verify=lambda pipe, target: ["head-only: nothing to verify"],
+        )
+    ]
 
 _compare = ab_head.ABSession.compare
 _run_pairs = ab_head.run_pairs
@@ -89,6 +95,7 @@ def compare(self, slot, result, *args):
 
 ab_head.ABSession.compare = compare
 """
+)
 
 TOLERANCES = """
 [[rule]]
@@ -133,8 +140,21 @@ def token(monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-def test_base_and_head_in_one_run(project, token):
+def wrapper_with_hook(folder: Path, name: str, hook: str, exports: str = "") -> str:
+    """An interpreter: this python with ``hook`` as its sitecustomize (first on PYTHONPATH)."""
+    hooks = folder / f"{name}-hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(hook)
+    wrapper = folder / name
+    path = f"export PYTHONPATH={hooks}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+    wrapper.write_text(f'#!/bin/sh\n{exports}{path}exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_base_and_head_in_one_run(project, token, tmp_path):
     project.makeconftest(HEAD_CONFTEST)
+    head = wrapper_with_hook(tmp_path, "head-python", SLOW_CHANNELS_LAST)
     with open(project.path / "baselines" / "policy.toml", "a", encoding="utf-8") as policy:
         policy.write(TOLERANCES)
     measured = ("--perf-preset=single", "-k", "fp32] or fp32+sdpa-math or fp32+channels-last")
@@ -146,6 +166,7 @@ def test_base_and_head_in_one_run(project, token):
         *AB[:2],  # the caps come from the policy's rules
         *selection,
         f"--perf-ab-base={sys.executable}",
+        f"--perf-ab-head={head}",
         "--perf-strict",
         "--perf-report=report",
         "-rs",
@@ -181,8 +202,10 @@ def test_base_and_head_in_one_run(project, token):
     # Eager: both sides prepared the case again between its attempts of 4 pairs.
     assert same["refreshed"] is True and same["attempts"] == same["pairs"] // 4
     assert same["attempt"] == [pair // 4 for pair in range(same["pairs"])] and same["refresh_s"] > 0
-    # ... the base in a new process for each attempt: one that keeps an offset cannot keep it long.
-    assert len(same["base_pids"]) == same["attempts"] == len(set(same["base_pids"]))
+    # ... each attempt between a new base and a new head process: an offset lasts one attempt.
+    assert len(same["base_pids"]) == len(same["head_pids"]) == same["attempts"]
+    assert len(set(same["base_pids"]) | set(same["head_pids"])) == 2 * same["attempts"]
+    assert same["head"]["python_command"] == head
     assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
     slow = cases["fp32+channels-last"]["measurement"]["ab"]
     assert slow["decision"] == "regression" and slow["ratio"] > 2
@@ -227,16 +250,10 @@ worker.Worker.call = call
 
 
 def killing_base(folder: Path, marker: Path, started: Path | None = None) -> str:
-    hooks = folder / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(KILLER)
-    wrapper = folder / "base-python"
     exports = f"export PERFSUITE_AB_TEST_MARKER={marker}\n"
     if started is not None:
         exports += f"export PERFSUITE_AB_TEST_STARTED={started}\n"
-    wrapper.write_text(f'#!/bin/sh\n{exports}export PYTHONPATH={hooks}\nexec {sys.executable} "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
+    return wrapper_with_hook(folder, "base-python", KILLER, exports)
 
 
 def test_a_base_worker_killed_mid_case_fails_only_that_case_and_leaves_no_process(project, token, tmp_path):
@@ -310,6 +327,18 @@ def test_a_bad_base_is_refused_before_anything_runs(project, tmp_path):
     both = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-update-baselines")
     assert both.ret == pytest.ExitCode.USAGE_ERROR
     both.stderr.fnmatch_lines(["*--perf-ab-base compares with another environment*run them separately*"])
+    alone = project.runpytest_subprocess(f"--perf-ab-head={sys.executable}")
+    assert alone.ret == pytest.ExitCode.USAGE_ERROR
+    alone.stderr.fnmatch_lines(["ERROR: --perf-ab-head names the head's interpreter*add --perf-ab-base"])
+    other = tmp_path / "other" / "perfsuite"  # another checkout, with the worker module
+    (other / "ab").mkdir(parents=True)
+    for module in ("__init__.py", "ab/__init__.py", "ab/worker.py"):
+        (other / module).write_text("__version__ = '0.0.1'\n")
+    foreign = wrapper_with_hook(tmp_path, "foreign-python", "", f"export PYTHONPATH={other.parent}\n")
+    wrong = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", f"--perf-ab-head={foreign}")
+    assert wrong.ret == pytest.ExitCode.USAGE_ERROR
+    elsewhere = "imports perfsuite from */other/perfsuite, this pytest from *"
+    wrong.stderr.fnmatch_lines([f"ERROR: --perf-ab-head: *foreign-python {elsewhere}"])
 
 
 def test_helper_finds_processes_by_token(token):

@@ -189,3 +189,24 @@ def test_an_aa_false_alarm_is_the_exit_status(script, monkeypatch, tmp_path):
 
     monkeypatch.setattr(script, "run_suite", run_suite)
     assert script.main(["--levels", "0", "--runs", "1", "--out", str(tmp_path)]) == 1
+
+
+PROBE = "import diffusers; print(getattr(diffusers.StableDiffusionPipeline.__call__, 'planted', None))"
+
+
+def test_the_head_workers_interpreter_plants_the_slowdown(script, tmp_path, monkeypatch):
+    import subprocess
+
+    python = script.planting_python(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setenv("PERFSUITE_PLANT_WHERE", "pipeline")
+    seen = {}
+    for slowdown in ("0", "0.1"):
+        monkeypatch.setenv("PERFSUITE_PLANT_SLOWDOWN", slowdown)
+        done = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, check=True)
+        seen[slowdown] = done.stdout.strip()
+    assert seen == {"0": "None", "0.1": "0.1"}
+    monkeypatch.setenv("PERFSUITE_PLANT_SLOWDOWN", "lots")
+    bad = subprocess.run([str(python), "-c", "print('ran')"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "ran" not in bad.stdout
+    assert "PERFSUITE_PLANT_SLOWDOWN='lots': expected a fraction" in bad.stderr
