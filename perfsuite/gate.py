@@ -636,11 +636,12 @@ def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
     alpha, per_look = number(ab, "alpha"), number(ab, "alpha_per_look")
     attempts, attempt_pairs = number(ab, "attempts"), number(ab, "attempt_pairs")
     if attempts is not None and attempt_pairs is not None:
-        kind = (
-            "both sides prepared again between attempts"
-            if ab.get("refreshed")
-            else "blocks of one prepared case (a compiled case is not prepared again)"
-        )
+        if ab.get("head_pids"):
+            kind = "each attempt between a new base and a new head process"
+        elif ab.get("refreshed"):
+            kind = "both sides prepared again between attempts"  # written before attempts had new processes
+        else:
+            kind = "blocks of one prepared case (a compiled case is not prepared again)"
         method = (
             f"per-attempt Hodges-Lehmann ratio, Student t interval over {attempts:.0f} attempts of "
             f"{attempt_pairs:.0f} pairs, {kind}"

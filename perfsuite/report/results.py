@@ -27,9 +27,10 @@ readers ignore it; a case status ``inconclusive`` says that the comparison did n
            "head_first": [false, true, ...], "started_s": [...],            # ABBA order; time of each pair
            "attempt": [0, 0, ..., 1, ...], "attempt_pairs": 10,             # the attempt of each pair
            "attempts": 4, "attempt_ratios": [1.004, 0.991, ...],            # each attempt's head/base
-           "refreshed": true, "refresh_s": float,          # both sides prepared again between attempts
-           "base_pids": [4711, 4790, ...],                 # the base process of each attempt (new ones
-                                                           # when refreshed; one for a compiled case)
+           "refreshed": true, "refresh_s": float,          # sides prepared anew for each attempt
+           "base_pids": [4711, 4790, ...],                 # each attempt's base process: new ones when
+           "head_pids": [4712, 4791, ...],                 # refreshed; a compiled case keeps one base
+                                                           # process and has no head worker ([])
            "ratio": 1.012, "ratio_ci": [0.995, 1.031],     # head/base: mean over attempts, t interval
            "confidence": 0.9933, "coverage": 0.9933, "method": str,         # the interval of the last look
            "decision": "pass" | "regression" | "inconclusive",

@@ -88,6 +88,7 @@ def ab_section(
             "perfsuite checkout aaaaaaaaaaaa -> bbbbbbbbbbbb",
         ],
         "base_open_s": 3.0,
-        "base_pids": [4711 + attempt for attempt in range(outcome.ratio.attempts)],
+        "base_pids": [4711 + 2 * attempt for attempt in range(outcome.ratio.attempts)],
+        "head_pids": [4712 + 2 * attempt for attempt in range(outcome.ratio.attempts)],
         "seconds": now[0] + 3.0,
     }

@@ -42,11 +42,22 @@ def test_same_speed_passes_and_names_the_design_the_bound_and_the_differing_vers
         and "/base/.venv/bin/python" in latency.source
     )
     assert (
-        "Student t interval over 4 attempts of 10 pairs, both sides prepared again" in latency.detail
+        "Student t interval over 4 attempts of 10 pairs, each attempt between a new base and a new "
+        "head process"
+        in latency.detail
         and "0.01 per direction over 3 looks (0.00333333 each)" in latency.detail
     )
     assert "torch 2.12.0+cpu -> 2.13.0+cpu" in latency.detail
     assert checks["peak memory"].status == PASS and checks["ssim"].status == PASS
+
+
+def test_the_design_says_how_the_attempts_were_prepared():
+    older = {key: value for key, value in ab_section(1.0).items() if key != "head_pids"}
+    detail = by_field(check_ab({"ab": older}, bounds()))["latency"].detail
+    assert "both sides prepared again between attempts" in detail  # a results file from before
+    compiled = {**older, "refreshed": False}
+    detail = by_field(check_ab({"ab": compiled}, bounds()))["latency"].detail
+    assert "blocks of one prepared case (a compiled case is not prepared again)" in detail
 
 
 def test_a_slower_head_fails_latency_with_the_whole_interval_above_the_bound():
