@@ -94,18 +94,15 @@ class WorkerDied(RuntimeError):
         return text
 
 
-def _side(flag: str) -> str:
-    return next((role for role, option in ROLE_FLAGS.items() if option == flag), "base")
-
-
-def resolve_interpreter(python: str, flag: str = "--perf-ab-base") -> str:
+def resolve_interpreter(python: str, role: str = "base") -> str:
     """The absolute path of ``python`` (a path, or a command on PATH); :class:`WorkerStartError` if it
-    does not exist or cannot be executed."""
+    does not exist or cannot be executed. ``role`` ("base" or "head") names the side in the errors."""
+    flag = ROLE_FLAGS[role]
     if os.sep in python or (os.altsep and os.altsep in python):
         path = Path(python).expanduser()
         if not path.exists():
             raise WorkerStartError(
-                f"{flag}: {python} does not exist; give the python of the {_side(flag)} environment"
+                f"{flag}: {python} does not exist; give the python of the {role} environment"
             )
         if path.is_dir():
             example = path / "bin" / "python"
@@ -150,10 +147,11 @@ def precheck(
     env: dict[str, str],
     cwd: Path,
     timeout_s: float = START_TIMEOUT_S,
-    flag: str = "--perf-ab-base",
+    role: str = "base",
 ) -> dict[str, Any]:
     """Run ``python`` once in ``cwd``: is it a Python, can it import perfsuite, does that perfsuite have
     the A/B worker? Returns what it found; raises :class:`WorkerStartError` for each problem."""
+    flag = ROLE_FLAGS[role]
     command = [python, "-c", _PRECHECK]
     try:
         done = subprocess.run(
@@ -171,7 +169,7 @@ def precheck(
     found: dict[str, Any] = json.loads(marked[-1][len(_PRECHECK_MARK) :])
     if "error" in found:
         raise WorkerStartError(
-            f"{flag}: {python} cannot import perfsuite ({found['error']}); install the {_side(flag)} "
+            f"{flag}: {python} cannot import perfsuite ({found['error']}); install the {role} "
             f"checkout into that environment: {python} -m pip install -e <base checkout>"
         )
     if not found.get("worker"):
@@ -232,15 +230,14 @@ class BaseWorker:
         as its ``PYTHONPATH`` if given. ``check=False`` skips the interpreter check (a new worker of
         an interpreter already checked); ``wait=False`` returns before the hello, which
         :meth:`wait_hello` then waits for (to start several workers at once)."""
-        flag = ROLE_FLAGS[role]
-        python = resolve_interpreter(python, flag)
+        python = resolve_interpreter(python, role)
         env = worker_environment(env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
         folder = Path(tempfile.mkdtemp(prefix="perfsuite-ab-"))
         try:
             if check:
-                precheck(python, env, folder, timeout_s, flag)
+                precheck(python, env, folder, timeout_s, role)
             process = subprocess.Popen(
                 [python, "-m", WORKER_MODULE],
                 stdin=subprocess.PIPE,
@@ -251,7 +248,8 @@ class BaseWorker:
             )
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            raise WorkerStartError(f"{flag}: {python} cannot be run: {exc.strerror or exc}") from None
+            problem = f"{python} cannot be run: {exc.strerror or exc}"
+            raise WorkerStartError(f"{ROLE_FLAGS[role]}: {problem}") from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

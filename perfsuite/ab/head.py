@@ -228,10 +228,10 @@ class ABSession:
         self.close()
         if self.started == 0:
             found = precheck(
-                resolve_interpreter(self.head_python, ROLE_FLAGS["head"]),
+                resolve_interpreter(self.head_python, "head"),
                 _head_environment(),
                 Path.cwd(),
-                flag=ROLE_FLAGS["head"],
+                role="head",
             )
             _check_head_perfsuite(self.head_python, str(Path(str(found.get("path"))).resolve().parent))
         self.worker = BaseWorker.start(self.settings.python)
