@@ -637,7 +637,7 @@ def _ab_latency(ab: Mapping[str, Any], bounds: Bounds) -> Check:
     attempts, attempt_pairs = number(ab, "attempts"), number(ab, "attempt_pairs")
     if attempts is not None and attempt_pairs is not None:
         if ab.get("head_pids"):
-            kind = "each attempt between a new base and a new head process"
+            kind = "each attempt between a base and a head process of its own"
         elif ab.get("refreshed"):
             kind = "both sides prepared again between attempts"  # written before attempts had new processes
         else:

@@ -166,9 +166,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-ab-attempt-pairs",
         type=options.positive_int(2),
         default=10,
-        help="A/B: pairs (one base and one head call each) per attempt; both sides prepare the case "
-        "again between attempts (eager combos), the base in a new process, and the interval counts "
-        "attempts. Even. Default: 10.",
+        help="A/B: pairs (one base and one head call each) per attempt; each attempt of an eager combo "
+        "runs between a base and a head process of its own, which prepare the case anew, and the "
+        "interval counts attempts. Even. Default: 10.",
+    )
+    group.addoption(
+        "--perf-ab-pool",
+        type=options.positive_int(0),
+        default=8,
+        help="A/B: pairs of worker processes (base and head) kept from one eager case to the next; "
+        "attempt k of every case runs in the k-th pair, attempts past them in a new pair each. Each "
+        "pair holds two Python processes with torch (about 0.5 GB each on a CPU, plus a CUDA context "
+        "on a GPU). 0: a new pair for every attempt. Default: 8.",
     )
     group.addoption(
         "--perf-ab-min-pairs",
@@ -230,6 +239,7 @@ def _start_ab(config: pytest.Config) -> None:
             head_python=config.getoption("perf_ab_head", None),
             min_pairs=config.getoption("perf_ab_min_pairs"),
             attempt_pairs=config.getoption("perf_ab_attempt_pairs"),
+            pool=config.getoption("perf_ab_pool"),
             **{key: value for key, value in caps.items() if value is not None},
         )
     except ValueError as exc:

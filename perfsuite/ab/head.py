@@ -1,14 +1,14 @@
 """The head's side of an A/B run: the base worker of the session, and the comparison of one case.
 
-:class:`ABSession` owns the worker: it starts one when the session starts (so that a bad
-``--perf-ab-base`` is refused before anything runs), sets it up like the head (device, threads,
-steps and size, warm-up) before the first case, and starts a new one for the next case when a worker
-died. :meth:`ABSession.compare` runs while the head's case is still prepared: the base prepares the
-same case, then the pairs are timed in ABBA order, in attempts (:func:`perfsuite.ab.schedule.run_pairs`)
-that each run between a new base worker and a new head worker (an eager case), then the two images
-are compared. It returns the ``ab`` section of the case's measurement, which
-:func:`perfsuite.gate.check_ab` judges. Plain Python: :mod:`perfsuite.plugin` turns the errors into
-skips and failures.
+:class:`ABSession` owns the workers: it starts a base worker when the session starts (so that a bad
+``--perf-ab-base`` is refused before anything runs), sets it up like the head (device, threads, steps
+and size, warm-up) before the first case, and starts a new one for the next case when a worker died.
+:meth:`ABSession.compare` runs while the head's case is still prepared: the base prepares the same
+case, then the pairs are timed in ABBA order, in attempts (:func:`perfsuite.ab.schedule.run_pairs`)
+that each run between a base worker and a head worker of their own (an eager case; attempt k of
+every case runs in the k-th pair of a pool kept for the session), then the two images are compared.
+It returns the ``ab`` section of the case's measurement, which :func:`perfsuite.gate.check_ab`
+judges. Plain Python: :mod:`perfsuite.plugin` turns the errors into skips and failures.
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ class ABSettings:
     min_pairs: int = 40
     max_pairs: int = 160
     max_seconds: float = 300.0
-    #: Pairs per attempt; an eager case's attempts each run between a new base and a new head worker.
+    #: Pairs per attempt; an eager case's attempts each run between a base and a head worker of their own.
     attempt_pairs: int = 10
+    #: Pairs of workers kept from one eager case to the next: attempt k of every case runs in the k-th
+    #: pair while k < pool, later attempts in a new pair each; 0 starts a new pair for every attempt.
+    pool: int = 8
     alpha: float = DEFAULT_ALPHA
     #: Building, compiling and warming up one case in the base (a full-size compile takes minutes).
     open_timeout_s: float = 3600.0
@@ -75,6 +78,8 @@ class ABSettings:
         self.plan()  # validates the four
         if self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
+        if self.pool < 0:
+            raise ValueError(f"pool must be 0 or more pairs of workers, got {self.pool!r}")
 
     def plan(self) -> SequentialPlan:
         return sequential_plan(self.min_pairs, self.max_pairs, self.alpha, self.attempt_pairs)
@@ -196,6 +201,23 @@ def _both(requests: list[tuple[BaseWorker, str, dict[str, Any]]], timeout_s: flo
     return replies
 
 
+@dataclass(eq=False)
+class _Pair:
+    """The base and the head worker that one attempt of an eager case runs between."""
+
+    base: BaseWorker
+    head: BaseWorker
+
+    @property
+    def healthy(self) -> bool:
+        """Both alive and in step: fit to prepare another case."""
+        return all(worker.alive and not worker.abandoned for worker in (self.base, self.head))
+
+    def close(self, grace_s: float | None = None) -> None:
+        for worker in (self.head, self.base):
+            worker.close(*(() if grace_s is None else (grace_s,)))
+
+
 def _head(slot: CaseSlot) -> PreparedCase:
     if slot.prepared is None:
         raise RuntimeError("the head's case is not prepared")
@@ -203,14 +225,22 @@ def _head(slot: CaseSlot) -> PreparedCase:
 
 
 class ABSession:
-    """The base worker of one session, started again after it dies, and the fresh pair of workers of
-    each attempt of an eager case."""
+    """The base worker of one session (plans, compiled cases), started again after it dies, and the
+    pairs of workers that the attempts of eager cases run between.
+
+    Attempt k of every eager case runs in ``pool[k]`` (started the first time an attempt k comes, and
+    kept while it is healthy), so that the attempts of one case each have processes of their own, as
+    the interval over attempts needs, while a session starts each pair once rather than once per
+    attempt: starting a pair (importing torch and diffusers twice) takes most of an attempt's
+    preparation on a CPU. Attempts past the pool run in a new pair each, stopped after it."""
 
     def __init__(self, settings: ABSettings) -> None:
         self.settings = settings
         self.worker: BaseWorker | None = None
-        #: The head's worker of the current attempt of an eager case (None between cases).
-        self.head_worker: BaseWorker | None = None
+        #: The pairs kept for the attempts of eager cases, by attempt (None: not started, or stopped).
+        self.pool: list[_Pair | None] = []
+        #: The pair of the current attempt of an eager case (None between attempts).
+        self.pair: _Pair | None = None
         self.setup_args: dict[str, Any] | None = None
         self.base: dict[str, Any] | None = None
         self.head: dict[str, Any] = {}
@@ -225,7 +255,9 @@ class ABSession:
     def start(self) -> None:
         """Start a worker now; :class:`WorkerStartError` says what is wrong with the interpreter (the
         base's, or the head's: its perfsuite must be this one)."""
-        self.close()
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close()
         if self.started == 0:
             found = precheck(
                 resolve_interpreter(self.head_python, "head"),
@@ -278,31 +310,79 @@ class ABSession:
             reason = reply.get("reason")
             raise ABSkip(f"the base ({self.settings.python}) cannot run {model}/{combo}: {reason}")
 
-    def _fresh_pair(self, case: dict[str, Any], trace: bool) -> dict[str, Any]:
-        """Stop the workers, start a new base and a new head worker at once, set both up and prepare
-        ``case`` in both: the base's ``open_case`` reply. A base that cannot prepare the case raises
-        :class:`RemoteError`; a head worker that cannot, :class:`ABError` (the head itself could)."""
-        self.close()
-        self.worker = BaseWorker.start(self.settings.python, check=False, wait=False)
-        self.base = None
-        self.head_worker = BaseWorker.start(
-            self.head_python, role="head", env=_head_environment(), check=False, wait=False
-        )
-        base, head = self.worker, self.head_worker
-        for worker in (base, head):
-            worker.wait_hello()
-        assert head.hello is not None
-        _check_head_perfsuite(self.head_python, head.hello.perfsuite_path)
-        timeout = self.settings.open_timeout_s
-        replies = _both(
-            [(base, "setup", self._setup_args(base)), (head, "setup", self._setup_args(head))], timeout
-        )
+    def _start_pair(self) -> _Pair:
+        """A new base and a new head worker, started at once and set up like the head."""
+        base = BaseWorker.start(self.settings.python, check=False, wait=False)
+        try:
+            head = BaseWorker.start(
+                self.head_python, role="head", env=_head_environment(), check=False, wait=False
+            )
+        except BaseException:
+            base.close()
+            raise
+        pair = _Pair(base, head)
+        try:
+            for worker in (base, head):
+                worker.wait_hello()
+            assert head.hello is not None
+            _check_head_perfsuite(self.head_python, head.hello.perfsuite_path)
+            replies = _both(
+                [(base, "setup", self._setup_args(base)), (head, "setup", self._setup_args(head))],
+                self.settings.open_timeout_s,
+            )
+        except BaseException:
+            pair.close()
+            raise
         self._describe_base(base, replies[0])
+        return pair
+
+    def _open_attempt(self, attempt: int, case: dict[str, Any], trace: bool) -> tuple[dict[str, Any], bool]:
+        """Prepare ``case`` in the pair of attempt ``attempt`` (the pool's, started if it is not, or a
+        new one past the pool): the base's ``open_case`` reply, and whether the pair was kept from an
+        earlier case. A base that cannot prepare the case raises :class:`RemoteError`; a head worker
+        that cannot, :class:`ABError` (the head itself could)."""
+        self._end_attempt()
+        pair = self.pool[attempt] if attempt < len(self.pool) else None
+        kept = pair is not None and pair.healthy
+        if pair is not None and not kept:
+            self._drop(pair)
+        if not kept:
+            pair = self._start_pair()
+            if attempt < self.settings.pool:
+                self.pool.extend([None] * (attempt + 1 - len(self.pool)))
+                self.pool[attempt] = pair
+        assert pair is not None
+        self.pair = pair
         head_case = {**case, "trace": False}  # the head's own profiled call ran in this process
         opened = _both(
-            [(base, "open_case", {**case, "trace": trace}), (head, "open_case", head_case)], timeout
+            [(pair.base, "open_case", {**case, "trace": trace}), (pair.head, "open_case", head_case)],
+            self.settings.open_timeout_s,
         )
-        return opened[0]
+        return opened[0], kept
+
+    def _end_attempt(self, failed: bool = False) -> None:
+        """The current attempt's pair lets its case go. A pair of the pool keeps its processes for the
+        same attempt of the next case, unless the attempt ``failed`` or the pair cannot release its
+        case; every other pair is stopped."""
+        pair, self.pair = self.pair, None
+        if pair is None:
+            return
+        if failed or pair not in self.pool or not pair.healthy:
+            self._drop(pair)
+            return
+        requests: list[tuple[BaseWorker, str, dict[str, Any]]] = [
+            (pair.base, "close_case", {}),
+            (pair.head, "close_case", {}),
+        ]
+        try:
+            _both(requests, self.settings.open_timeout_s)
+        except (RemoteError, ABError, WorkerDied):
+            self._drop(pair)  # a pair that cannot release a case is not fit for the next one
+
+    def _drop(self, pair: _Pair, grace_s: float | None = None) -> None:
+        """Stop ``pair`` and take it out of the pool."""
+        self.pool = [None if kept is pair else kept for kept in self.pool]
+        pair.close(grace_s)
 
     def compare(
         self, slot: CaseSlot, result: CaseResult, tolerance: float, settings: ABSettings | None = None
@@ -310,12 +390,14 @@ class ABSession:
         """Prepare the same case in the base, time the pairs, compare the images: the ``ab`` section.
         ``settings``: this case's caps (:meth:`ABSettings.capped`); default: the session's.
 
-        An eager case is timed in attempts, each between a new base worker and a new head worker
-        (this interpreter, or ``--perf-ab-head``, with this perfsuite), started and prepared anew
-        for it: a process keeps an offset of its own (its memory layout, say) through every
+        An eager case is timed in attempts, each between a base worker and a head worker (this
+        interpreter, or ``--perf-ab-head``, with this perfsuite) of its own, which prepare the case
+        anew for it: a process keeps an offset of its own (its memory layout, say) through every
         re-preparation, so each attempt draws both processes' offsets anew and the interval over
-        attempts holds their spread (see :mod:`perfsuite.ab.schedule`). ``base_pids`` and
-        ``head_pids`` in the section list the processes. A compiled case keeps its prepared case in
+        attempts holds their spread (see :mod:`perfsuite.ab.schedule`). Attempt k runs in the k-th
+        pair of the session's pool (see :class:`ABSession`). ``base_pids`` and ``head_pids`` in the
+        section list the processes, ``kept_attempts`` counts the attempts whose pair an earlier case
+        had started. A compiled case keeps its prepared case in
         this process and one base process (a compile per attempt would cost minutes): its attempts
         are blocks of pairs, and the section says so. The head's image is this process's either way."""
         prepared = slot.prepared
@@ -327,46 +409,51 @@ class ABSession:
         self._check_room(prepared, result, copies=2 if eager else 1)
         base_pids: list[int] = []
         head_pids: list[int] = []
+        kept_attempts = 0
 
-        def note_pids() -> None:
-            assert self.worker is not None
-            base_pids.append(self.worker.process.pid)
-            if eager:
-                assert self.head_worker is not None
-                head_pids.append(self.head_worker.process.pid)
+        def open_attempt(attempt: int, trace: bool) -> dict[str, Any]:
+            nonlocal kept_attempts
+            opened, kept = self._open_attempt(attempt, case, trace)
+            assert self.pair is not None
+            base_pids.append(self.pair.base.process.pid)
+            head_pids.append(self.pair.head.process.pid)
+            kept_attempts += kept
+            return opened
 
         try:
             if eager:
-                opened = self._fresh_pair(case, trace=bool((self.setup_args or {}).get("trace", True)))
+                opened = open_attempt(0, trace=bool((self.setup_args or {}).get("trace", True)))
             else:
-                opened = self._ready().request("open_case", case, timeout_s=self.settings.open_timeout_s)
+                worker = self._ready()
+                opened = worker.request("open_case", case, timeout_s=self.settings.open_timeout_s)
+                base_pids.append(worker.process.pid)
         except RemoteError as exc:
-            self._close_head()
+            self._end_attempt(failed=True)
             where = f"the base ({self.settings.python})"
             raise ABSkip(f"{where} could not prepare {result.case_id}: {exc}") from None
         except BaseException:
-            self._close_head()
+            self._end_attempt(failed=True)
             raise
-        note_pids()
         released = False
         try:
             base_open_s = time.monotonic() - started
             slowest = max(result.latency.median, *opened.get("warmup_s") or [0.0])
             call_timeout = max(self.settings.call_timeout_s, 20.0 * slowest)
+            attempts = iter(range(1, 1 << 30))
 
             def base_worker() -> BaseWorker:
-                assert self.worker is not None
-                return self.worker
+                worker = self.pair.base if eager and self.pair is not None else self.worker
+                assert worker is not None
+                return worker
 
             def head_call() -> float:
                 if not eager:
                     return _head(slot).timed_call()
-                assert self.head_worker is not None
-                return float(self.head_worker.request("call", timeout_s=call_timeout)["seconds"])
+                assert self.pair is not None
+                return float(self.pair.head.request("call", timeout_s=call_timeout)["seconds"])
 
             def refresh() -> None:
-                self._fresh_pair(case, trace=False)
-                note_pids()
+                open_attempt(next(attempts), trace=False)
 
             outcome = run_pairs(
                 head_call,
@@ -376,7 +463,6 @@ class ABSession:
                 settings.max_seconds,
                 refresh=refresh if eager else None,
             )
-            self._close_head()
             import numpy as np
 
             worker = base_worker()
@@ -385,16 +471,20 @@ class ABSession:
             base_image = np.load(path)
             path.unlink()
             released = True
-            worker.request("close_case", timeout_s=self.settings.open_timeout_s)
+            if eager:
+                self._end_attempt()
+            else:
+                worker.request("close_case", timeout_s=self.settings.open_timeout_s)
         except RemoteError as exc:
             what = "release" if released else "measure"
-            self._release(self.worker, released)
+            self._release(self.worker, released or eager)
             raise ABError(f"the base could not {what} {result.case_id}: {exc}\n{exc.traceback}") from None
         except Exception:
-            self._release(self.worker, released)
+            self._release(self.worker, released or eager)
             raise
         finally:
-            self._close_head()
+            # An eager case that did not end well (an error, an interrupt) stops its attempt's pair.
+            self._end_attempt(failed=True)
         assert self.base is not None
         keys = (
             "python_command",
@@ -429,6 +519,8 @@ class ABSession:
             "base_open_s": base_open_s,
             "base_pids": base_pids,
             "head_pids": head_pids,
+            "pool": self.settings.pool if eager else 0,
+            "kept_attempts": kept_attempts,
             "seconds": time.monotonic() - started,
         }
 
@@ -459,14 +551,15 @@ class ABSession:
                 f"{total_bytes / gib:.1f} GiB are free; use a smaller --perf-size, or a larger GPU"
             )
 
-    def _close_head(self, grace_s: float | None = None) -> None:
-        worker, self.head_worker = self.head_worker, None
-        if worker is not None:
-            worker.close(*(() if grace_s is None else (grace_s,)))
-
     def close(self, grace_s: float | None = None) -> None:
-        """Stop the workers (if any) and reap them."""
-        self._close_head(grace_s)
+        """Stop the workers (if any: the current pair, the pool, the session's base) and reap them."""
+        pair, self.pair = self.pair, None
+        if pair is not None:
+            self._drop(pair, grace_s)
+        for kept in self.pool:
+            if kept is not None:
+                self._drop(kept, grace_s)
+        self.pool = []
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.close(*(() if grace_s is None else (grace_s,)))

@@ -28,9 +28,13 @@ readers ignore it; a case status ``inconclusive`` says that the comparison did n
            "attempt": [0, 0, ..., 1, ...], "attempt_pairs": 10,             # the attempt of each pair
            "attempts": 4, "attempt_ratios": [1.004, 0.991, ...],            # each attempt's head/base
            "refreshed": true, "refresh_s": float,          # sides prepared anew for each attempt
-           "base_pids": [4711, 4790, ...],                 # each attempt's base process: new ones when
-           "head_pids": [4712, 4791, ...],                 # refreshed; a compiled case keeps one base
+           "base_pids": [4711, 4790, ...],                 # each attempt's base process, and head
+           "head_pids": [4712, 4791, ...],                 # process: a pair of its own per attempt when
+                                                           # refreshed; a compiled case keeps one base
                                                            # process and has no head worker ([])
+           "pool": 8, "kept_attempts": 4,                  # attempt k runs in the session's k-th pair
+                                                           # while k < pool; attempts whose pair an
+                                                           # earlier case started (0 for a compiled case)
            "ratio": 1.012, "ratio_ci": [0.995, 1.031],     # head/base: mean over attempts, t interval
            "confidence": 0.9933, "coverage": 0.9933, "method": str,         # the interval of the last look
            "decision": "pass" | "regression" | "inconclusive",

@@ -167,6 +167,7 @@ def test_base_and_head_in_one_run(project, token, tmp_path):
         *selection,
         f"--perf-ab-base={sys.executable}",
         f"--perf-ab-head={head}",
+        "--perf-ab-pool=2",
         "--perf-strict",
         "--perf-report=report",
         "-rs",
@@ -202,9 +203,19 @@ def test_base_and_head_in_one_run(project, token, tmp_path):
     # Eager: both sides prepared the case again between its attempts of 4 pairs.
     assert same["refreshed"] is True and same["attempts"] == same["pairs"] // 4
     assert same["attempt"] == [pair // 4 for pair in range(same["pairs"])] and same["refresh_s"] > 0
-    # ... each attempt between a new base and a new head process: an offset lasts one attempt.
+    # ... each attempt between a base and a head process of its own: an offset lasts one attempt.
     assert len(same["base_pids"]) == len(same["head_pids"]) == same["attempts"]
     assert len(set(same["base_pids"]) | set(same["head_pids"])) == 2 * same["attempts"]
+    # Attempts 0 and 1 of every case ran in the session's two kept pairs, later attempts in new ones.
+    compared = [
+        cases[combo]["measurement"]["ab"] for combo in ("fp32", "fp32+sdpa-math", "fp32+channels-last")
+    ]
+    for side in ("base_pids", "head_pids"):
+        for attempt in (0, 1):
+            assert len({ab[side][attempt] for ab in compared}) == 1, (side, attempt, compared)
+        later = [pid for ab in compared for pid in ab[side][2:]]
+        assert len(later) == len(set(later)) and not set(later) & {compared[0][side][0], compared[0][side][1]}
+    assert sorted(ab["kept_attempts"] for ab in compared) == [0, 2, 2] and same["pool"] == 2
     assert same["head"]["python_command"] == head
     assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
     slow = cases["fp32+channels-last"]["measurement"]["ab"]
@@ -330,6 +341,9 @@ def test_a_bad_base_is_refused_before_anything_runs(project, tmp_path):
     alone = project.runpytest_subprocess(f"--perf-ab-head={sys.executable}")
     assert alone.ret == pytest.ExitCode.USAGE_ERROR
     alone.stderr.fnmatch_lines(["ERROR: --perf-ab-head names the head's interpreter*add --perf-ab-base"])
+    pool = project.runpytest_subprocess(f"--perf-ab-base={sys.executable}", "--perf-ab-pool=-1")
+    assert pool.ret == pytest.ExitCode.USAGE_ERROR
+    pool.stderr.fnmatch_lines(["*argument --perf-ab-pool: must be at least 0, got -1"])
     other = tmp_path / "other" / "perfsuite"  # another checkout, with the worker module
     (other / "ab").mkdir(parents=True)
     for module in ("__init__.py", "ab/__init__.py", "ab/worker.py"):

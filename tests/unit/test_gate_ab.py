@@ -42,8 +42,8 @@ def test_same_speed_passes_and_names_the_design_the_bound_and_the_differing_vers
         and "/base/.venv/bin/python" in latency.source
     )
     assert (
-        "Student t interval over 4 attempts of 10 pairs, each attempt between a new base and a new "
-        "head process"
+        "Student t interval over 4 attempts of 10 pairs, each attempt between a base and a head "
+        "process of its own"
         in latency.detail
         and "0.01 per direction over 3 looks (0.00333333 each)" in latency.detail
     )
