@@ -170,7 +170,7 @@ def precheck(
     if "error" in found:
         raise WorkerStartError(
             f"{flag}: {python} cannot import perfsuite ({found['error']}); install the {role} "
-            f"checkout into that environment: {python} -m pip install -e <base checkout>"
+            f"checkout into that environment: {python} -m pip install -e <{role} checkout>"
         )
     if not found.get("worker"):
         raise WorkerStartError(

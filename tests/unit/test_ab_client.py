@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from perfsuite.ab.client import BaseWorker, WorkerDied, WorkerStartError, resolve_interpreter
+from perfsuite.ab.client import (
+    BaseWorker,
+    WorkerDied,
+    WorkerStartError,
+    precheck,
+    resolve_interpreter,
+    worker_environment,
+)
 from perfsuite.ab.protocol import PROTOCOL_VERSION, ProtocolError, RemoteError, decode, encode
 
 PYTHON = sys.executable
@@ -81,6 +88,10 @@ def test_a_python_without_perfsuite_is_refused_with_the_install_command(tmp_path
     message = str(error.value)
     assert "cannot import perfsuite (ModuleNotFoundError: No module named 'perfsuite')" in message
     assert f"{bare} -m pip install -e <base checkout>" in message and "\n" not in message
+    with pytest.raises(WorkerStartError) as error:
+        precheck(bare, worker_environment(), tmp_path, role="head")
+    assert str(error.value).startswith("--perf-ab-head: ")
+    assert f"{bare} -m pip install -e <head checkout>" in str(error.value)
 
 
 def test_a_perfsuite_without_the_ab_worker_is_too_old(tmp_path):
