@@ -18,7 +18,9 @@ levels share the machine's slow and fast phases instead of one level taking all 
 finished run leaves ``level-L-run-NN.json`` (its exit code and seconds) beside its report folder;
 ``--resume`` keeps those runs and measures only the missing ones, and ``--max-minutes`` starts no new
 run after that long. Together they split a measurement of many hours over several sittings: the
-table is written after every run, and says how many of the asked runs each level has.
+table is written after every run, and says how many of the asked runs each level has. The report
+ends with a test of the interval's premise that a case's attempts are independent: whether
+neighbouring attempts agree more than shuffled ones (``neighbours()``).
 
 Exit status: 0 when every asked run is measured and no A/A run had a false alarm, 1 on a false alarm,
 2 when a run measured no A/B case (its log says why), 3 when ``--max-minutes`` stopped it early.
@@ -40,6 +42,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
@@ -152,6 +156,8 @@ def outcomes(results: Path) -> list[dict[str, Any]]:
                 "ci": ab["ratio_ci"],
                 "pairs": ab["pairs"],
                 "attempts": ab.get("attempts"),
+                # In the order they ran: do neighbouring attempts share an offset (neighbours())?
+                "attempt_ratios": ab.get("attempt_ratios"),
                 "seconds": ab["seconds"],
                 "stopped": ab.get("stopped"),
                 "max_pairs": ab.get("max_pairs"),  # the caps it ran under (options, policy)
@@ -226,6 +232,67 @@ def per_case(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _pooled_lag1(series: list[np.ndarray]) -> float:
+    """Lag-1 autocorrelation pooled over series, each about its own mean (a case's own ratio)."""
+    centred = [x - x.mean() for x in series]
+    spread = sum(float(d @ d) for d in centred)
+    return sum(float(d[:-1] @ d[1:]) for d in centred) / spread if spread > 0 else 0.0
+
+
+def neighbours(level: float, records: list[dict[str, Any]], shuffles: int = 2000) -> dict[str, Any]:
+    """Do neighbouring attempts of a case share an offset? The interval treats a case's attempts as
+    independent draws; if attempts close in time agree more than chance, it is too narrow.
+
+    The statistic is the lag-1 autocorrelation of each case's attempt log-ratios in the order they
+    ran, pooled over the cases of the level's runs. Its value with no dependence is below 0 (about
+    -1/attempts, from centring each case on its own mean), so it is compared with the same statistic
+    over ``shuffles`` random orders of each case's attempts: ``p`` is the share of orders that agree
+    at least as much as the order measured. Written here because scipy.stats.permutation_test
+    permutes across samples or pairs samples of equal length, not the order within each of many
+    series of different lengths.
+    """
+    series = [
+        np.log(np.asarray(c["attempt_ratios"], dtype=float))
+        for r in records
+        if r["level"] == level
+        for c in r["cases"]
+        if len(c.get("attempt_ratios") or []) >= 3
+    ]
+    row: dict[str, Any] = {"slowdown_percent": level, "cases": len(series)}
+    if not series:
+        return row | {"lags": 0, "lag1": None, "shuffled_mean": None, "p": None}
+    rng = np.random.default_rng(0)
+    observed = _pooled_lag1(series)
+    null = np.array([_pooled_lag1([rng.permutation(x) for x in series]) for _ in range(shuffles)])
+    return row | {
+        "lags": sum(len(x) - 1 for x in series),
+        "lag1": observed,
+        "shuffled_mean": float(null.mean()),
+        "p": float((1 + np.count_nonzero(null >= observed)) / (shuffles + 1)),
+    }
+
+
+def neighbour_table(rows: list[dict[str, Any]]) -> str:
+    cells = [
+        [f"{r['slowdown_percent']:g}%", f"{r['cases']}", f"{r['lags']}"]
+        + (
+            ["not recorded"] * 3
+            if r["lag1"] is None
+            else [f"{r['lag1']:.3f}", f"{r['shuffled_mean']:.3f}", f"{r['p']:.3f}"]
+        )
+        for r in rows
+    ]
+    header = [
+        "head slower by",
+        "cases",
+        "lags",
+        "lag-1 correlation",
+        "shuffled (mean)",
+        "p (neighbours agree)",
+    ]
+    return "\n".join(markdown(header, cells))
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -333,9 +400,16 @@ def write_report(
     """Write detection.md and detection.json from every finished run; returns the markdown."""
     rows = [summarize(level, [r for r in records if r["level"] == level], asked) for level in levels]
     cases = per_case(records)
-    report = table(rows) + "\n\nPer case:\n\n" + case_table(cases)
+    near = [neighbours(level, records) for level in levels]
+    report = (
+        table(rows)
+        + "\n\nPer case:\n\n"
+        + case_table(cases)
+        + "\n\nNeighbouring attempts of a case (their log-ratios in the order they ran), pooled over"
+        " the cases of each level:\n\n" + neighbour_table(near)
+    )
     (out / "detection.md").write_text(report + "\n", encoding="utf-8")
-    document = {"where": where, "levels": rows, "cases": cases, "runs": records}
+    document = {"where": where, "levels": rows, "cases": cases, "neighbours": near, "runs": records}
     (out / "detection.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return report
 

@@ -210,3 +210,37 @@ def test_the_head_workers_interpreter_plants_the_slowdown(script, tmp_path, monk
     bad = subprocess.run([str(python), "-c", "print('ran')"], capture_output=True, text=True)
     assert bad.returncode != 0 and "ran" not in bad.stdout
     assert "PERFSUITE_PLANT_SLOWDOWN='lots': expected a fraction" in bad.stderr
+
+
+def attempts_record(level: float, series: list[list[float]]) -> dict:
+    cases = [
+        record(level, 1, {f"combo{i}": "passed"})["cases"][0]
+        | {"case": f"tiny-sd/combo{i}", "attempt_ratios": s}
+        for i, s in enumerate(series)
+    ]
+    return {"level": level, "run": 1, "exit_code": 0, "seconds": 300.0, "cases": cases}
+
+
+def test_neighbouring_attempts_that_share_an_offset_are_told_from_shuffled_ones(script):
+    # Each case's attempts in two stretches, 4% apart: neighbours agree far more than chance.
+    stretches = [[0.97] * 6 + [1.01] * 6, [1.02] * 6 + [0.98] * 6, [0.99] * 6 + [1.03] * 6]
+    shared = script.neighbours(0, [attempts_record(0, stretches)])
+    assert shared["cases"] == 3 and shared["lags"] == 33
+    assert shared["lag1"] > 0.5 and shared["p"] < 0.01
+    assert shared["shuffled_mean"] == pytest.approx(-1 / 12, abs=0.05)
+    # The same values alternating: neighbours disagree, nothing to flag.
+    alternating = [[s[i // 2] if i % 2 == 0 else s[6 + i // 2] for i in range(12)] for s in stretches]
+    apart = script.neighbours(0, [attempts_record(0, alternating)])
+    assert apart["lag1"] < 0 and apart["p"] > 0.5
+    # Runs recorded before attempt_ratios was kept say so instead of a number.
+    empty = script.neighbours(10, [record(10, 1, {"fp32": "caught"}, 1.1)])
+    assert empty["lag1"] is None
+    assert "| 10% | 0 | 0 | not recorded | not recorded | not recorded |" in script.neighbour_table([empty])
+
+
+def test_the_report_carries_the_neighbouring_attempts_table(script, tmp_path):
+    records = [attempts_record(0, [[1.0, 1.02, 0.99, 1.01, 0.98]]), attempts_record(10, [[1.1, 1.12, 1.09]])]
+    report = script.write_report(tmp_path, "call", [0, 10], 20, records)
+    assert "Neighbouring attempts of a case" in report
+    document = json.loads((tmp_path / "detection.json").read_text())
+    assert [(row["slowdown_percent"], row["lags"]) for row in document["neighbours"]] == [(0, 4), (10, 2)]
