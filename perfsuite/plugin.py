@@ -197,7 +197,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perf-ab-max-seconds",
         type=options.positive_float,
         default=None,
-        help="A/B: stop taking pairs of a case after this many seconds (the first batch always runs); "
+        help="A/B: stop taking pairs of a case after this many seconds of pairs and preparations between "
+        "attempts (the first batch always runs; starting the session's pool of workers is not counted); "
         "undecided then, the case is inconclusive. Default: ab_max_seconds from policy.toml where a rule "
         "sets it, else 300; given here, it holds for every case.",
     )

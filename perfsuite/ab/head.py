@@ -336,21 +336,28 @@ class ABSession:
         self._describe_base(base, replies[0])
         return pair
 
-    def _open_attempt(self, attempt: int, case: dict[str, Any], trace: bool) -> tuple[dict[str, Any], bool]:
+    def _open_attempt(
+        self, attempt: int, case: dict[str, Any], trace: bool
+    ) -> tuple[dict[str, Any], bool, float]:
         """Prepare ``case`` in the pair of attempt ``attempt`` (the pool's, started if it is not, or a
-        new one past the pool): the base's ``open_case`` reply, and whether the pair was kept from an
-        earlier case. A base that cannot prepare the case raises :class:`RemoteError`; a head worker
-        that cannot, :class:`ABError` (the head itself could)."""
+        new one past the pool): the base's ``open_case`` reply, whether the pair was kept from an
+        earlier case, and the seconds spent starting a pair for the pool (the session's start-up,
+        which the time cap leaves out; a pair past the pool is this case's own cost). A base that
+        cannot prepare the case raises :class:`RemoteError`; a head worker that cannot,
+        :class:`ABError` (the head itself could)."""
         self._end_attempt()
         pair = self.pool[attempt] if attempt < len(self.pool) else None
         kept = pair is not None and pair.healthy
         if pair is not None and not kept:
             self._drop(pair)
+        startup_s = 0.0
         if not kept:
+            began = time.monotonic()
             pair = self._start_pair()
             if attempt < self.settings.pool:
                 self.pool.extend([None] * (attempt + 1 - len(self.pool)))
                 self.pool[attempt] = pair
+                startup_s = time.monotonic() - began
         assert pair is not None
         self.pair = pair
         head_case = {**case, "trace": False}  # the head's own profiled call ran in this process
@@ -358,7 +365,7 @@ class ABSession:
             [(pair.base, "open_case", {**case, "trace": trace}), (pair.head, "open_case", head_case)],
             self.settings.open_timeout_s,
         )
-        return opened[0], kept
+        return opened[0], kept, startup_s
 
     def _end_attempt(self, failed: bool = False) -> None:
         """The current attempt's pair lets its case go. A pair of the pool keeps its processes for the
@@ -410,10 +417,11 @@ class ABSession:
         base_pids: list[int] = []
         head_pids: list[int] = []
         kept_attempts = 0
+        startup_s = 0.0
 
         def open_attempt(attempt: int, trace: bool) -> dict[str, Any]:
-            nonlocal kept_attempts
-            opened, kept = self._open_attempt(attempt, case, trace)
+            nonlocal kept_attempts, startup_s
+            opened, kept, startup_s = self._open_attempt(attempt, case, trace)
             assert self.pair is not None
             base_pids.append(self.pair.base.process.pid)
             head_pids.append(self.pair.head.process.pid)
@@ -452,8 +460,9 @@ class ABSession:
                 assert self.pair is not None
                 return float(self.pair.head.request("call", timeout_s=call_timeout)["seconds"])
 
-            def refresh() -> None:
+            def refresh() -> float:
                 open_attempt(next(attempts), trace=False)
+                return startup_s
 
             outcome = run_pairs(
                 head_call,

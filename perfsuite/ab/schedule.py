@@ -14,7 +14,10 @@ The attempts are taken in batches given by a :class:`~perfsuite.stats.Sequential
 batch the head/base ratio and its interval are computed, and sampling stops as soon as the interval
 lies wholly above the bound (a regression) or wholly below it (a pass). Undecided at the last look,
 or when the next attempt would overrun the time cap, the outcome is ``inconclusive``, never a pass.
-The first batch always runs whole. No torch here.
+The first batch always runs whole. The cap counts the pairs and the preparations between attempts,
+except what a preparation reports as the session's start-up (starting the workers that a session
+keeps for every case): that is paid once, by whichever case comes first, and charging it to that
+case would leave it the fewest pairs. No torch here.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Outcome:
     refreshed: bool = False
     #: Seconds spent re-preparing between attempts (included in ``seconds``).
     refresh_s: float = 0.0
+    #: The part of ``refresh_s`` that was the session's start-up, left out of the time cap.
+    startup_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,7 @@ class Outcome:
             "attempt_ratios": list(self.ratio.attempt_estimates),
             "refreshed": self.refreshed,
             "refresh_s": self.refresh_s,
+            "startup_s": self.startup_s,
             "ratio": self.ratio.estimate,
             "ratio_ci": [self.ratio.ci_low, self.ratio.ci_high],
             "confidence": self.ratio.confidence,
@@ -101,13 +107,14 @@ def run_pairs(
     bound: float,
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
-    refresh: Callable[[], None] | None = None,
+    refresh: Callable[[], float | None] | None = None,
 ) -> Outcome:
     """Time pairs in ABBA order, in attempts, along ``plan`` until the head/base ratio's interval lies
     wholly above or below ``bound`` (e.g. ``1 + ab_tolerance``), the last look, or ``max_seconds``.
 
     ``head_call`` and ``base_call`` each run one timed call and return its seconds. ``refresh``, when
-    given, re-prepares both sides between two attempts; its time counts towards ``max_seconds``.
+    given, re-prepares both sides between two attempts; its time counts towards ``max_seconds``,
+    except the seconds it returns: the session's start-up, which no case should pay for alone.
     """
     if max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
@@ -117,13 +124,13 @@ def run_pairs(
     looks: list[int] = []
     ratio: PairedRatio | None = None
     stopped = "max pairs"
-    refresh_s = 0.0
+    refresh_s = startup_s = 0.0
     for look in plan.looks:
         capped = False
         while len(pairs) < look:
             attempt = len(pairs) // size
             if len(pairs) % size == 0 and attempt > 0:
-                elapsed = clock() - start
+                elapsed = clock() - start - startup_s
                 # Past the first batch, an attempt starts only if one more, at the mean cost so far,
                 # ends within the cap.
                 if looks and elapsed + elapsed / attempt > max_seconds:
@@ -131,8 +138,10 @@ def run_pairs(
                     break
                 if refresh is not None:
                     began = clock()
-                    refresh()
-                    refresh_s += clock() - began
+                    startup = refresh()
+                    spent = clock() - began
+                    refresh_s += spent
+                    startup_s += min(max(float(startup or 0.0), 0.0), spent)
             elapsed = clock() - start
             head_first = len(pairs) % 2 == 1
             if head_first:
@@ -164,4 +173,5 @@ def run_pairs(
         seconds=clock() - start,
         refreshed=refresh is not None,
         refresh_s=refresh_s,
+        startup_s=startup_s,
     )

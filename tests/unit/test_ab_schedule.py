@@ -26,6 +26,8 @@ class Machine:
         self.order: list[str] = []
         self.refreshes = 0
         self.refresh_s = 0.0
+        #: How much of each refresh it reports as the session's start-up (left out of the time cap).
+        self.startup_s = 0.0
         self.offset = {"head": 1.0, "base": 1.0}
         self.draw()
 
@@ -43,10 +45,11 @@ class Machine:
         self.order.append(side)
         return seconds
 
-    def refresh(self) -> None:
+    def refresh(self) -> float:
         self.refreshes += 1
         self.now += self.refresh_s
         self.draw()
+        return self.startup_s
 
     def run(
         self,
@@ -140,6 +143,30 @@ def test_the_time_cap_stops_sampling_at_an_attempt_after_the_first_batch():
     # The first batch always runs whole, even when it alone overruns the cap.
     short = Machine(0.315, 0.3, 0.03).run(max_seconds=1.0)
     assert len(short.pairs) == 40 and short.looks == (40,)
+
+
+def test_the_time_cap_leaves_out_the_start_up_a_refresh_reports():
+    """A session's first case starts the workers that later cases keep. Charged to it, those starts
+    stop its sampling early; reported as start-up, they leave it the pairs a later case gets."""
+
+    def run(startup_s: float):
+        machine = Machine(0.315, 0.3, 0.03)
+        machine.refresh_s = 20.0
+        machine.startup_s = startup_s
+        return machine.run(max_seconds=100.0)
+
+    charged, spared = run(0.0), run(20.0)
+    assert charged.stopped == spared.stopped == "max seconds"
+    assert charged.startup_s == 0.0 and spared.startup_s == pytest.approx(spared.refresh_s)
+    assert len(spared.pairs) > len(charged.pairs)
+    # What the cap saw: the pairs alone, within the cap, once the start-up is left out.
+    capped_s = spared.seconds - spared.startup_s
+    assert capped_s < 100.0 + capped_s / spared.ratio.attempts
+    assert spared.to_dict()["startup_s"] == spared.startup_s
+    # A refresh cannot report more start-up than the time it took.
+    machine = Machine(0.3, 0.3, 0.01)
+    machine.refresh_s, machine.startup_s = 2.0, 50.0
+    assert machine.run().startup_s == pytest.approx(6.0)
 
 
 def test_the_outcome_serializes_every_pair_and_the_design():
