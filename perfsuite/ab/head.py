@@ -341,20 +341,24 @@ class ABSession:
     ) -> tuple[dict[str, Any], bool, float]:
         """Prepare ``case`` in the pair of attempt ``attempt`` (the pool's, started if it is not, or a
         new one past the pool): the base's ``open_case`` reply, whether the pair was kept from an
-        earlier case, and the seconds spent starting a pair for the pool (the session's start-up,
-        which the time cap leaves out; a pair past the pool is this case's own cost). A base that
-        cannot prepare the case raises :class:`RemoteError`; a head worker that cannot,
+        earlier case, and the seconds of the session's start-up in it, which the time cap leaves
+        out. In a pair of the pool that is starting its two processes, when this attempt starts them,
+        and what they keep for every later case of the model (``startup_s`` of each side's
+        ``open_case``; the two run at once, so the longer of the two): whichever case comes first
+        pays for these once. A pair past the pool serves this case alone, and is its own cost. A base
+        that cannot prepare the case raises :class:`RemoteError`; a head worker that cannot,
         :class:`ABError` (the head itself could)."""
         self._end_attempt()
         pair = self.pool[attempt] if attempt < len(self.pool) else None
         kept = pair is not None and pair.healthy
         if pair is not None and not kept:
             self._drop(pair)
+        pooled = attempt < self.settings.pool
         startup_s = 0.0
         if not kept:
             began = time.monotonic()
             pair = self._start_pair()
-            if attempt < self.settings.pool:
+            if pooled:
                 self.pool.extend([None] * (attempt + 1 - len(self.pool)))
                 self.pool[attempt] = pair
                 startup_s = time.monotonic() - began
@@ -365,6 +369,8 @@ class ABSession:
             [(pair.base, "open_case", {**case, "trace": trace}), (pair.head, "open_case", head_case)],
             self.settings.open_timeout_s,
         )
+        if pooled:  # an older base perfsuite does not report it: the head's alone counts then
+            startup_s += max(float(reply.get("startup_s") or 0.0) for reply in opened)
         return opened[0], kept, startup_s
 
     def _end_attempt(self, failed: bool = False) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -164,6 +165,10 @@ class Worker:
         return {"runnable": reason is None, "reason": reason}
 
     def open_case(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Prepare a case. ``startup_s`` in the reply: the seconds this worker spent on what it keeps
+        for every later case of the model (imports, the model's base pipeline and fp32 reference),
+        about 0 once an earlier case paid for them."""
+        began = time.perf_counter()
         session = self._session()
         from perfsuite.globalstate import fresh_compile_caches
         from perfsuite.matrix import parse_combo
@@ -179,6 +184,7 @@ class Worker:
         # The resident fp32 pipelines match the head's (its base pipeline and its reference), so the
         # peak memory of both sides covers the same things.
         session.reference(model)
+        startup_s = time.perf_counter() - began
         techniques = frozenset(combo.techniques)
         target = Target(session.device, session.capabilities, spec.family, combo.dtype, techniques)
         stack = ExitStack()
@@ -198,6 +204,7 @@ class Worker:
             "evidence": list(prepared.evidence),
             "unique_graphs": prepared.compiled["unique_graphs"],
             "graph_breaks": prepared.compiled["graph_breaks"],
+            "startup_s": startup_s,
         }
 
     def _prepared(self) -> Any:

@@ -216,10 +216,11 @@ def test_base_and_head_in_one_run(project, token, tmp_path):
         later = [pid for ab in compared for pid in ab[side][2:]]
         assert len(later) == len(set(later)) and not set(later) & {compared[0][side][0], compared[0][side][1]}
     assert sorted(ab["kept_attempts"] for ab in compared) == [0, 2, 2] and same["pool"] == 2
-    # Starting pool pair 1 fell in the first case's preparations, and the time cap left it out.
+    # Starting pool pair 1 (its processes, their pipelines and references) fell in the first case's
+    # preparations, and the time cap left it out; later cases found all that done.
     opener = next(ab for ab in compared if ab["kept_attempts"] == 0)
     assert 0 < opener["startup_s"] <= opener["refresh_s"]
-    assert [ab["startup_s"] for ab in compared if ab["kept_attempts"]] == [0.0, 0.0]
+    assert all(ab["startup_s"] < 0.1 * opener["startup_s"] for ab in compared if ab["kept_attempts"])
     assert same["head"]["python_command"] == head
     assert same["base"]["machine"]["versions"] == document["machine"]["versions"]
     slow = cases["fp32+channels-last"]["measurement"]["ab"]
