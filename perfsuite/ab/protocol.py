@@ -18,7 +18,8 @@ the libraries it loads to stderr, which the head keeps a tail of for its error m
 
 Requests (``op``): ``setup`` (device, threads, call overrides, warm-up; returns the machine info and
 the checkout's commit), ``plan`` (can this model x combo run here?), ``open_case`` (build, apply,
-verify, warm up; returns the warm-up times, peak memory and the evidence), ``call`` (one timed call;
+verify, warm up; returns the warm-up times, peak memory, the evidence and ``startup_s``, the seconds
+spent on what the worker keeps for later cases, which an older worker leaves out), ``call`` (one timed call;
 returns its seconds), ``image`` (save the last output as ``.npy`` at a path the head chose),
 ``close_case`` (release the pipeline, check the globals) and ``shutdown``. Error ``kind`` is one of
 :data:`ERROR_KINDS`: ``unsupported`` (this combo cannot run in the base), ``out_of_memory``,
