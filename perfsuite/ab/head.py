@@ -423,20 +423,21 @@ class ABSession:
         base_pids: list[int] = []
         head_pids: list[int] = []
         kept_attempts = 0
-        startup_s = 0.0
 
-        def open_attempt(attempt: int, trace: bool) -> dict[str, Any]:
-            nonlocal kept_attempts, startup_s
+        def open_attempt(attempt: int, trace: bool) -> tuple[dict[str, Any], float]:
+            """The base's ``open_case`` reply and the attempt's start-up seconds."""
+            nonlocal kept_attempts
             opened, kept, startup_s = self._open_attempt(attempt, case, trace)
             assert self.pair is not None
             base_pids.append(self.pair.base.process.pid)
             head_pids.append(self.pair.head.process.pid)
             kept_attempts += kept
-            return opened
+            return opened, startup_s
 
         try:
             if eager:
-                opened = open_attempt(0, trace=bool((self.setup_args or {}).get("trace", True)))
+                # The first preparation is before the pairs start: outside the time cap already.
+                opened, _ = open_attempt(0, trace=bool((self.setup_args or {}).get("trace", True)))
             else:
                 worker = self._ready()
                 opened = worker.request("open_case", case, timeout_s=self.settings.open_timeout_s)
@@ -467,8 +468,7 @@ class ABSession:
                 return float(self.pair.head.request("call", timeout_s=call_timeout)["seconds"])
 
             def refresh() -> float:
-                open_attempt(next(attempts), trace=False)
-                return startup_s
+                return open_attempt(next(attempts), trace=False)[1]
 
             outcome = run_pairs(
                 head_call,

@@ -29,7 +29,8 @@ readers ignore it; a case status ``inconclusive`` says that the comparison did n
            "attempts": 4, "attempt_ratios": [1.004, 0.991, ...],            # each attempt's head/base
            "refreshed": true, "refresh_s": float,          # sides prepared anew for each attempt
            "startup_s": float,                             # part of refresh_s spent starting pairs of
-                                                           # the pool: left out of max_seconds
+                                                           # the pool and on their first preparation
+                                                           # of the model: left out of max_seconds
            "base_pids": [4711, 4790, ...],                 # each attempt's base process, and head
            "head_pids": [4712, 4791, ...],                 # process: a pair of its own per attempt when
                                                            # refreshed; a compiled case keeps one base
