@@ -142,6 +142,20 @@ def test_absolute_latency_is_not_compared_across_machines():
     assert machine_fingerprint(MACHINE) != machine_fingerprint(other)
 
 
+def test_bf16_capable_hosts_of_one_profile_are_different_machines():
+    # One "AMD EPYC" 2-core profile: bf16 is ten times slower than fp32 without avx512_bf16, par with it.
+    skylake_like = {**MACHINE, "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": False}}
+    zen4_like = {**MACHINE, "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True}}
+    assert machine_fingerprint(skylake_like) != machine_fingerprint(zen4_like)
+    # A baseline recorded before the flag was collected still matches its own host, where it is absent.
+    recorded_then = {**MACHINE, "cpu_flags": {"avx2": True, "avx512f": False, "amx": False}}
+    recorded_now = {
+        **MACHINE,
+        "cpu_flags": {"avx2": True, "avx512f": False, "avx512_bf16": False, "amx": False},
+    }
+    assert machine_fingerprint(recorded_then) == machine_fingerprint(recorded_now)
+
+
 def test_memory_growth_beyond_tolerance_fails_and_other_kinds_are_not_compared():
     old = baseline(measurement(1.0, 1.0))
     grown = {**measurement(1.0, 1.0), "peak_mem_bytes": int(500 * 2**20 * 1.2)}

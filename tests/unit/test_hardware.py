@@ -141,7 +141,7 @@ def test_collect_machine_info_cpu_round_trip() -> None:
     assert info.versions["torch"] == str(torch.__version__)  # with its build: 2.14.1+cu130, 2.13.0+cpu
     assert info.versions["perfsuite"] is not None
     assert info.versions["numpy"] is not None
-    assert set(info.cpu_flags) <= {"avx2", "avx512f", "amx"}
+    assert set(info.cpu_flags) <= {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx"}
     assert info.total_memory_bytes is None or info.total_memory_bytes > 0
     text = json.dumps(info.to_dict(), sort_keys=True)
     assert MachineInfo.from_dict(json.loads(text)) == info
@@ -164,7 +164,7 @@ def test_cpuinfo_parsing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         "processor\t: 0\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
-        "flags\t\t: fpu sse avx avx2 avx512f amx_tile\n",
+        "flags\t\t: fpu sse avx avx2 avx512f avx512_bf16 amx_tile\n",
         encoding="utf-8",
     )
     monkeypatch.setattr(hardware, "_PROC_CPUINFO", cpuinfo)
@@ -172,7 +172,13 @@ def test_cpuinfo_parsing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     info = collect_machine_info("cpu")
     assert info.profile == "cpu-amd-epyc-2c"
     assert info.cpu_model == "AMD EPYC 7B13 64-Core Processor"
-    assert info.cpu_flags == {"avx2": True, "avx512f": True, "amx": True}
+    assert info.cpu_flags == {
+        "avx2": True,
+        "avx512f": True,
+        "avx512_bf16": True,
+        "avx512_vnni": False,
+        "amx": True,
+    }
     monkeypatch.setattr(hardware, "_PROC_CPUINFO", tmp_path / "missing")
     assert collect_machine_info("cpu").cpu_flags == {}
 
