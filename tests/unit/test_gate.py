@@ -142,6 +142,20 @@ def test_absolute_latency_is_not_compared_across_machines():
     assert machine_fingerprint(MACHINE) != machine_fingerprint(other)
 
 
+def test_speedup_is_not_compared_across_machines():
+    # A bf16 speedup that was 1.1x on an avx512_bf16 host is about 0.1x on an AVX2 host of the profile.
+    other = {**MACHINE, "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True}}
+    old = baseline(
+        {**measurement(1.0, 1.0, seed=1), "speedup": 1.1, "speedup_ci": [1.05, 1.15]}, machine=other
+    )
+    dropped = {**measurement(1.0, 1.0, seed=2), "speedup": 0.1, "speedup_ci": [0.09, 0.11]}
+    here = by_field(check_history(dropped, old, bounds(), MACHINE), "speedup")
+    assert here.status == NOT_COMPARED
+    assert "avx512_bf16" in here.detail and "not compared across machines" in here.detail
+    # The same drop on the baseline's own machine fails.
+    assert by_field(check_history(dropped, old, bounds(), other), "speedup").status == FAIL
+
+
 def test_bf16_capable_hosts_of_one_profile_are_different_machines():
     # One "AMD EPYC" 2-core profile: bf16 is ten times slower than fp32 without avx512_bf16, par with it.
     skylake_like = {**MACHINE, "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": False}}
