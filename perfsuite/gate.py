@@ -461,7 +461,7 @@ def _latency_history(
         if here != there:
             detail = (
                 f"absolute times are not compared across machines (baseline: {there}; this run: {here}); "
-                "the speedup history check still applies"
+                "memory and image checks still apply"
             )
             return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
     change = new_median / old_median - 1.0
