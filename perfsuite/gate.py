@@ -438,11 +438,19 @@ def _baseline_label(baseline: Baseline) -> str:
     return f"{baseline.path} ({baseline.created[:10]}{commit})"
 
 
+def _other_machine(machine: Mapping[str, Any] | None, baseline: Baseline) -> str | None:
+    """ "baseline: X; this run: Y" when ``machine`` is known and is not the baseline's, else None."""
+    if machine is None:
+        return None
+    here, there = machine_fingerprint(machine), machine_fingerprint(baseline.machine)
+    return None if here == there else f"baseline: {there}; this run: {here}"
+
+
 def _latency_history(
     measurement: Mapping[str, Any],
     baseline: Baseline,
     bounds: Bounds,
-    machine: Mapping[str, Any] | None,
+    other_machine: str | None,
 ) -> Check:
     old = baseline.measurement
     tolerance = bounds.latency_tolerance
@@ -456,14 +464,12 @@ def _latency_history(
     assert new_median is not None
     limit = _seconds(old_median * (1 + tolerance))
     bound = f"at most {limit} (+{tolerance:.0%}), unless not significantly slower"
-    if machine is not None:
-        here, there = machine_fingerprint(machine), machine_fingerprint(baseline.machine)
-        if here != there:
-            detail = (
-                f"absolute times are not compared across machines (baseline: {there}; this run: {here}); "
-                "memory and image checks still apply"
-            )
-            return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
+    if other_machine is not None:
+        detail = (
+            f"absolute times are not compared across machines ({other_machine}); "
+            "memory and image checks still apply"
+        )
+        return Check("latency", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
     change = new_median / old_median - 1.0
     test = mann_whitney_u(new_samples, old_samples)
     significant = test.p_greater < ALPHA
@@ -500,7 +506,7 @@ def _speedup_history(
     measurement: Mapping[str, Any],
     baseline: Baseline,
     bounds: Bounds,
-    machine: Mapping[str, Any] | None,
+    other_machine: str | None,
 ) -> Check:
     old = baseline.measurement
     tolerance = bounds.speedup_tolerance
@@ -516,14 +522,12 @@ def _speedup_history(
     change = new / before - 1.0
     floor = _times(before * (1 - tolerance))
     bound = f"at least {floor} (-{tolerance:.0%}), unless the two intervals overlap"
-    if machine is not None:
-        here, there = machine_fingerprint(machine), machine_fingerprint(baseline.machine)
-        if here != there:
-            detail = (
-                f"speedups are not compared across machines, since what a technique gains depends on "
-                f"the hardware (baseline: {there}; this run: {here}); the speedup policy floor still applies"
-            )
-            return Check("speedup", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
+    if other_machine is not None:
+        detail = (
+            "speedups are not compared across machines, since what a technique gains depends on "
+            f"the hardware ({other_machine}); the speedup policy floor still applies"
+        )
+        return Check("speedup", "history", NOT_COMPARED, obtained, expected, bound, source, detail, True)
     status = FAIL if change < -tolerance and high < old_low else PASS
     detail = (
         f"{change:+.1%} vs baseline; new interval ends at {high:.2f}, the baseline's starts at {old_low:.2f}"
@@ -542,10 +546,11 @@ def check_history(
     ``machine`` describes where ``measurement`` was taken (a ``MachineInfo.to_dict()``); when it is
     given and differs from the baseline's, latency and speedup are reported as not compared.
     """
+    other_machine = _other_machine(machine, baseline)
     return [
-        _latency_history(measurement, baseline, bounds, machine),
+        _latency_history(measurement, baseline, bounds, other_machine),
         _memory_history(measurement, baseline, bounds),
-        _speedup_history(measurement, baseline, bounds, machine),
+        _speedup_history(measurement, baseline, bounds, other_machine),
     ]
 
 
