@@ -275,8 +275,12 @@ def neighbours(level: float, records: list[dict[str, Any]], shuffles: int = 2000
 
 
 def neighbour_table(rows: list[dict[str, Any]]) -> str:
+    """Pooled rows (one per level), or rows of one run each when they carry ``run``."""
+    per_run = any("run" in r for r in rows)
     cells = [
-        [f"{r['slowdown_percent']:g}%", f"{r['cases']}", f"{r['lags']}"]
+        [f"{r['slowdown_percent']:g}%"]
+        + ([f"{r['run']}"] if per_run else [])
+        + [f"{r['cases']}", f"{r['lags']}"]
         + (
             ["not recorded"] * 3
             if r["lag1"] is None
@@ -286,6 +290,7 @@ def neighbour_table(rows: list[dict[str, Any]]) -> str:
     ]
     header = [
         "head slower by",
+        *(["run"] if per_run else []),
         "cases",
         "lags",
         "lag-1 correlation",
@@ -401,15 +406,29 @@ def write_report(
     rows = [summarize(level, [r for r in records if r["level"] == level], asked) for level in levels]
     cases = per_case(records)
     near = [neighbours(level, records) for level in levels]
+    # Each run alone too: a shared offset confined to one run (one phase of the machine) is diluted
+    # in the pooled row.
+    ordered = sorted(records, key=lambda r: (levels.index(r["level"]), r["run"]))
+    alone = [neighbours(r["level"], [r]) | {"run": r["run"]} for r in ordered]
     report = (
         table(rows)
         + "\n\nPer case:\n\n"
         + case_table(cases)
         + "\n\nNeighbouring attempts of a case (their log-ratios in the order they ran), pooled over"
-        " the cases of each level:\n\n" + neighbour_table(near)
+        " the cases of each level:\n\n"
+        + neighbour_table(near)
+        + "\n\nThe same, each run alone:\n\n"
+        + neighbour_table(alone)
     )
     (out / "detection.md").write_text(report + "\n", encoding="utf-8")
-    document = {"where": where, "levels": rows, "cases": cases, "neighbours": near, "runs": records}
+    document = {
+        "where": where,
+        "levels": rows,
+        "cases": cases,
+        "neighbours": near,
+        "neighbours_per_run": alone,
+        "runs": records,
+    }
     (out / "detection.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return report
 

@@ -244,3 +244,8 @@ def test_the_report_carries_the_neighbouring_attempts_table(script, tmp_path):
     assert "Neighbouring attempts of a case" in report
     document = json.loads((tmp_path / "detection.json").read_text())
     assert [(row["slowdown_percent"], row["lags"]) for row in document["neighbours"]] == [(0, 4), (10, 2)]
+    # Each run alone as well, in level order, numbered.
+    alone = [(row["slowdown_percent"], row["run"], row["lags"]) for row in document["neighbours_per_run"]]
+    assert alone == [(0, 1, 4), (10, 1, 2)]
+    assert "The same, each run alone:" in report
+    assert "| head slower by | run | cases | lags |" in report
